@@ -1,0 +1,480 @@
+/**
+ * Conn: one accepted connection, its state machine, and pull-style I/O with real backpressure.
+ *
+ * Invariants (checked by the tests):
+ * - At most one `read()` is pending, and while one is, nothing is queued (`#queue` is empty).
+ * - The state is `idle` exactly when a read is pending and nothing else holds the connection
+ *   busy: no received bytes queued or held in a decoder, no write waiting for `drain`, no
+ *   `hold()`. Every event that can change one of those re-evaluates the state.
+ * - `closed` is entered once, from the socket's `'close'` event, and is final.
+ *
+ * @module
+ */
+import type { Socket } from 'node:net';
+import type { Decoder } from './codec/decoder.js';
+import type { Context } from './context.js';
+import {
+  AbortedError,
+  ConcurrentReadError,
+  ConnClosedError,
+  ReadTimeoutError,
+  WriteTimeoutError,
+} from './errors.js';
+
+/**
+ * A connection's place in its life, as in DESIGN.md section 3:
+ * `new` → `active` ⇄ `idle` → `closing` → `closed`.
+ */
+export type ConnState = 'new' | 'active' | 'idle' | 'closing' | 'closed';
+
+/** Per-call deadline and cancellation for `read`, `readFrame` and `write`. */
+export interface IoOptions {
+  /** Reject with `ERR_READ_TIMEOUT` / `ERR_WRITE_TIMEOUT` after this many ms of waiting. */
+  timeout?: number;
+  /** Reject with `ERR_ABORTED` when this signal aborts. */
+  signal?: AbortSignal;
+}
+
+/** @internal What a connection reports to the server that owns it. */
+export interface ConnOwner {
+  onState(conn: Conn, state: ConnState, prev: ConnState): void;
+  onIdleTimeout(conn: Conn): void;
+}
+
+/** Received bytes queued beyond this pause the socket until the handler reads (read backpressure). */
+const QUEUE_LIMIT = 64 * 1024;
+/** After our FIN is flushed, how long the peer gets to close its side before the socket is dropped. */
+const LINGER_MS = 2_000;
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
+const RESOLVED: Promise<void> = Promise.resolve();
+
+type ReadResult = Buffer | null | IteratorResult<Buffer, undefined>;
+
+/** A read or write waiting on the socket, with its optional deadline and cancellation. */
+interface Waiter {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  /** For reads: resolve `{ value, done }` (async iterator) instead of a chunk. */
+  iter: boolean;
+  timer: NodeJS.Timeout | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/**
+ * One connection, handed to the handler with its {@link Context}. Reads are pull-style
+ * (`read()`, `readFrame()`, `for await`), writes wait for `drain` when the socket is full.
+ */
+export class Conn implements AsyncIterable<Buffer> {
+  /** Unique within the server, increasing from 1. */
+  readonly id: number;
+  /** The underlying socket (a `tls.TLSSocket` under TLS): the escape hatch. */
+  readonly socket: Socket;
+  /** @internal */
+  readonly ctx: Context;
+  readonly #owner: ConnOwner;
+  #state: ConnState = 'new';
+  #queue: Buffer[] = [];
+  #queued = 0;
+  #paused = false;
+  /** The peer sent FIN. */
+  #eof = false;
+  /** Shutdown or idle timeout asked this connection to end: a read that would go idle returns null. */
+  #ending = false;
+  /** Set once I/O can no longer succeed; every later read and write rejects with it. */
+  #closeError: ConnClosedError | undefined;
+  #reader: Waiter | undefined;
+  #writers: Waiter[] = [];
+  #decoder: Decoder<unknown> | undefined;
+  #holds = 0;
+  #handlerDone = false;
+  #forced = false;
+  #finished: Promise<void> | undefined;
+  #linger: NodeJS.Timeout | undefined;
+  #remote: { address: string | undefined; port: number | undefined } | undefined;
+
+  /** @internal Created by the server for each accepted socket. */
+  constructor(owner: ConnOwner, id: number, socket: Socket, ctx: Context, idleTimeout: number) {
+    this.#owner = owner;
+    this.id = id;
+    this.socket = socket;
+    this.ctx = ctx;
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+    socket.on('drain', this.#onDrain);
+    socket.on('finish', this.#onFinish);
+    if (idleTimeout > 0) {
+      socket.setTimeout(idleTimeout);
+      socket.on('timeout', () => this.#owner.onIdleTimeout(this));
+    }
+  }
+
+  /** The connection's current state. */
+  get state(): ConnState {
+    return this.#state;
+  }
+
+  /** The peer's address (kept after the socket closes). */
+  get remoteAddress(): string | undefined {
+    return this.#peer().address;
+  }
+
+  /** The peer's port (kept after the socket closes). */
+  get remotePort(): number | undefined {
+    return this.#peer().port;
+  }
+
+  /** The local address the connection arrived on. */
+  get localAddress(): string | undefined {
+    return this.socket.localAddress;
+  }
+
+  /** The local port the connection arrived on. */
+  get localPort(): number | undefined {
+    return this.socket.localPort;
+  }
+
+  /** @internal True when the connection was destroyed by a shutdown deadline. */
+  get forced(): boolean {
+    return this.#forced;
+  }
+
+  /**
+   * Resolves the next chunk of received bytes, or `null` at end of stream (the peer sent FIN,
+   * or the server is draining and this connection is idle). Rejects with `ERR_CONN_CLOSED` when
+   * the connection failed or was closed, `ERR_READ_TIMEOUT` / `ERR_ABORTED` per `opts`; a timed
+   * out or aborted read loses no data and the connection stays usable.
+   */
+  read(opts?: IoOptions): Promise<Buffer | null> {
+    return this.#read(opts, false) as Promise<Buffer | null>;
+  }
+
+  /**
+   * Resolves the next frame decoded by `decoder`, or `null` at a clean end of stream. Bytes
+   * held in the decoder count as buffered input: a half-received frame keeps the connection
+   * active, so a graceful shutdown waits for the rest of it. Throws the decoder's typed errors
+   * (`ERR_FRAME_TOO_LARGE`, `ERR_INVALID_FRAME`, `ERR_INCOMPLETE_FRAME`). `opts` applies to each
+   * wait for more bytes.
+   */
+  async readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
+    this.#decoder = decoder;
+    for (;;) {
+      const frame = decoder.next();
+      if (frame !== undefined) return frame;
+      const chunk = await this.read(opts);
+      if (chunk === null) return decoder.end() ?? null;
+      decoder.push(chunk);
+    }
+  }
+
+  /** Iterates received chunks until end of stream. Breaking out does not close the connection. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
+    const iterator: AsyncIterableIterator<Buffer> = {
+      next: () => this.#read(undefined, true) as Promise<IteratorResult<Buffer>>,
+      return: () => Promise.resolve(DONE),
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * Writes `data`. Resolves at once while the socket's buffer is under its high-water mark, and
+   * otherwise when it drains, so a peer that stops reading stops the handler instead of growing
+   * memory. Rejects with `ERR_CONN_CLOSED` if the connection is gone, and `ERR_WRITE_TIMEOUT` /
+   * `ERR_ABORTED` per `opts` (the data stays queued: destroy the connection after a write timeout).
+   */
+  write(data: string | Uint8Array, opts?: IoOptions): Promise<void> {
+    const socket = this.socket;
+    if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
+    if (socket.destroyed || socket.writableEnded) {
+      return Promise.reject(new ConnClosedError('connection is closed for writing'));
+    }
+    if (socket.write(data)) return RESOLVED;
+    return new Promise<void>((resolve, reject) => {
+      const waiter = this.#waiter(resolve as Waiter['resolve'], reject, false);
+      this.#writers.push(waiter);
+      if (opts !== undefined) this.#arm(waiter, opts, new WriteTimeoutError(opts.timeout ?? 0));
+    });
+  }
+
+  /**
+   * Ends the connection gracefully: optional last `data`, then FIN once every write is flushed.
+   * Resolves when the FIN is sent (or the connection closed). Reading may continue until the
+   * peer's FIN.
+   */
+  end(data?: string | Uint8Array): Promise<void> {
+    const socket = this.socket;
+    if (this.#state !== 'closed') this.#setState('closing');
+    if (!socket.writableEnded && !socket.destroyed) {
+      if (data === undefined) socket.end();
+      else socket.end(data);
+    }
+    this.#finished ??=
+      socket.writableFinished || socket.destroyed
+        ? RESOLVED
+        : new Promise<void>((resolve) => {
+            socket.once('finish', resolve);
+            socket.once('close', resolve);
+          });
+    return this.#finished;
+  }
+
+  /** Closes the connection at once, discarding unsent data. */
+  destroy(error?: Error): void {
+    this.socket.destroy(error);
+  }
+
+  /**
+   * Marks work in progress for protocols where waiting for input is not idle (a full-duplex
+   * stream, a server push): while held, a shutdown does not end the connection. Returns the
+   * release function (calling it twice is harmless).
+   */
+  hold(): () => void {
+    this.#holds++;
+    if (this.#state === 'idle') this.#setState('active');
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#holds--;
+      this.#maybeIdle();
+    };
+  }
+
+  /** @internal The handler is about to run. */
+  start(): void {
+    this.#setState('active');
+  }
+
+  /**
+   * @internal Asks the connection to end as soon as it is idle (shutdown, idle timeout):
+   * `ctx.signal` aborts, and a pending idle read returns null so the handler can return.
+   */
+  drain(reason: Error): void {
+    this.ctx.cancel(reason);
+    if (this.#ending) return;
+    this.#ending = true;
+    if (this.#state === 'new') this.socket.destroy();
+    else this.#maybeIdle();
+  }
+
+  /** @internal Destroys the connection because a shutdown deadline passed. */
+  force(reason: Error): void {
+    if (this.#state === 'closed') return;
+    this.#forced = true;
+    this.ctx.cancel(reason);
+    this.#closeError ??= new ConnClosedError('connection was closed by a shutdown deadline', { cause: reason });
+    this.socket.destroy();
+  }
+
+  /** @internal True when no write is waiting (used by the idle-timeout policy). */
+  get writing(): boolean {
+    return this.#writers.length > 0;
+  }
+
+  /**
+   * @internal The handler finished: end gracefully (FIN after flushing) or, if it failed,
+   * destroy. Input that arrives from now on is discarded.
+   */
+  handlerDone(failed: boolean): void {
+    this.#handlerDone = true;
+    this.#queue = [];
+    this.#queued = 0;
+    this.#decoder = undefined;
+    const reader = this.#reader;
+    if (reader !== undefined) this.#settleRead(reader, null);
+    if (this.#paused) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+    if (failed) {
+      this.socket.destroy();
+      return;
+    }
+    void this.end();
+    if (this.socket.writableFinished) this.#startLinger();
+  }
+
+  #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
+    if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
+    if (this.#queue.length > 0) {
+      const chunk = this.#take();
+      return Promise.resolve(iter ? { value: chunk, done: false } : chunk);
+    }
+    if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
+    if (this.#eof || this.#handlerDone || (this.#ending && this.#canIdle())) {
+      return Promise.resolve(iter ? DONE : null);
+    }
+    return new Promise<ReadResult>((resolve, reject) => {
+      const reader = this.#waiter(resolve as Waiter['resolve'], reject, iter);
+      this.#reader = reader;
+      if (opts !== undefined) this.#arm(reader, opts, new ReadTimeoutError(opts.timeout ?? 0));
+      this.#maybeIdle();
+    });
+  }
+
+  #take(): Buffer {
+    const chunk = this.#queue.shift() as Buffer;
+    this.#queued -= chunk.length;
+    if (this.#paused && this.#queued < QUEUE_LIMIT) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+    return chunk;
+  }
+
+  #canIdle(): boolean {
+    return (
+      this.#queued === 0 &&
+      this.#holds === 0 &&
+      this.#writers.length === 0 &&
+      (this.#decoder === undefined || this.#decoder.buffered === 0)
+    );
+  }
+
+  /** Re-evaluates idleness after something that kept the connection busy went away. */
+  #maybeIdle(): void {
+    const reader = this.#reader;
+    if (reader === undefined || !this.#canIdle()) return;
+    if (this.#ending) {
+      this.#settleRead(reader, null);
+      if (this.#state === 'idle') this.#setState('active');
+      return;
+    }
+    if (this.#state === 'active') this.#setState('idle');
+  }
+
+  /** Resolves the pending read with `chunk` (null for end of stream). */
+  #settleRead(reader: Waiter, chunk: Buffer | null): void {
+    this.#reader = undefined;
+    this.#disarm(reader);
+    if (chunk === null) reader.resolve(reader.iter ? DONE : null);
+    else reader.resolve(reader.iter ? { value: chunk, done: false } : chunk);
+  }
+
+  #waiter(resolve: Waiter['resolve'], reject: Waiter['reject'], iter: boolean): Waiter {
+    return { resolve, reject, iter, timer: undefined, signal: undefined, onAbort: undefined };
+  }
+
+  /** Adds the per-call deadline and cancellation to a waiting read or write. */
+  #arm(waiter: Waiter, opts: IoOptions, timeoutError: Error): void {
+    const fail = (error: Error): void => {
+      if (this.#reader === waiter) this.#reader = undefined;
+      else {
+        const index = this.#writers.indexOf(waiter);
+        if (index === -1) return;
+        this.#writers.splice(index, 1);
+      }
+      this.#disarm(waiter);
+      // A cancelled read leaves the connection busy in the handler, no longer waiting.
+      if (this.#state === 'idle') this.#setState('active');
+      waiter.reject(error);
+    };
+    if (opts.signal !== undefined) {
+      const signal = opts.signal;
+      if (signal.aborted) {
+        queueMicrotask(() => fail(new AbortedError(signal.reason)));
+        return;
+      }
+      waiter.signal = signal;
+      waiter.onAbort = () => fail(new AbortedError(signal.reason));
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
+    }
+    if (opts.timeout !== undefined && opts.timeout !== Number.POSITIVE_INFINITY) {
+      waiter.timer = setTimeout(fail, opts.timeout, timeoutError);
+    }
+  }
+
+  #disarm(waiter: Waiter): void {
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+  }
+
+  #setState(next: ConnState): void {
+    const prev = this.#state;
+    if (prev === next || prev === 'closed') return;
+    this.#state = next;
+    this.#owner.onState(this, next, prev);
+  }
+
+  #peer(): { address: string | undefined; port: number | undefined } {
+    this.#remote ??= { address: this.socket.remoteAddress, port: this.socket.remotePort };
+    return this.#remote;
+  }
+
+  #startLinger(): void {
+    if (this.#linger !== undefined || this.#state === 'closed') return;
+    // The peer normally answers our FIN with its own at once; one that does not is dropped.
+    this.#linger = setTimeout(() => this.socket.destroy(), LINGER_MS);
+    this.#linger.unref();
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#handlerDone) return; // nobody will read it: discard while the connection closes
+    const reader = this.#reader;
+    if (reader !== undefined) {
+      if (this.#state === 'idle') this.#setState('active');
+      this.#settleRead(reader, chunk);
+      return;
+    }
+    this.#queue.push(chunk);
+    this.#queued += chunk.length;
+    if (this.#state === 'idle') this.#setState('active');
+    if (this.#queued >= QUEUE_LIMIT && !this.#paused) {
+      this.#paused = true;
+      this.socket.pause();
+    }
+  };
+
+  readonly #onEnd = (): void => {
+    this.#eof = true;
+    const reader = this.#reader;
+    if (reader !== undefined) {
+      if (this.#state === 'idle') this.#setState('active');
+      this.#settleRead(reader, null);
+    }
+  };
+
+  readonly #onError = (error: Error): void => {
+    this.#closeError ??= new ConnClosedError(`connection failed: ${error.message}`, { cause: error });
+  };
+
+  readonly #onDrain = (): void => {
+    const writers = this.#writers;
+    if (writers.length === 0) return;
+    this.#writers = [];
+    for (const writer of writers) {
+      this.#disarm(writer);
+      writer.resolve(undefined);
+    }
+    this.#maybeIdle();
+  };
+
+  readonly #onFinish = (): void => {
+    if (this.#handlerDone) this.#startLinger();
+  };
+
+  readonly #onClose = (): void => {
+    if (this.#linger !== undefined) clearTimeout(this.#linger);
+    const closeError = (this.#closeError ??= new ConnClosedError());
+    const reader = this.#reader;
+    if (reader !== undefined) {
+      if (this.#eof) this.#settleRead(reader, null);
+      else {
+        this.#reader = undefined;
+        this.#disarm(reader);
+        reader.reject(closeError);
+      }
+    }
+    const writers = this.#writers;
+    this.#writers = [];
+    for (const writer of writers) {
+      this.#disarm(writer);
+      writer.reject(closeError);
+    }
+    this.#setState('closed');
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * The per-connection context handed to a handler: a cancellation signal and who it belongs to.
+ *
+ * @module
+ */
+import type { Server } from './server.js';
+
+/**
+ * What a handler gets besides its connection. `signal` aborts when the server starts shutting
+ * down, when the connection is being ended for idleness, or when it is forced closed: long
+ * handlers watch it to stop cooperatively.
+ */
+export class Context {
+  /** The server that accepted the connection. */
+  readonly server: Server;
+  /** The connection's id, unique within the server. */
+  readonly connId: number;
+  // Created on first use: most handlers never look at the signal, and churn benchmarks notice.
+  #controller: AbortController | undefined;
+  #reason: unknown;
+
+  constructor(server: Server, connId: number) {
+    this.server = server;
+    this.connId = connId;
+  }
+
+  /** Aborts when the handler should stop: shutdown, idle timeout, or forced close. */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#reason !== undefined) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  /** @internal Why `signal` aborted, or undefined while it has not. */
+  get cancelReason(): unknown {
+    return this.#reason;
+  }
+
+  /** @internal Aborts `signal` once; later calls keep the first reason. */
+  cancel(reason: unknown): void {
+    if (this.#reason !== undefined) return;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
+}

@@ -1,0 +1,26 @@
+/**
+ * `node:diagnostics_channel` channels, for tracers and APMs. Publishing is skipped when a
+ * channel has no subscribers, so they cost nothing unless used.
+ *
+ * | channel                       | message                                  |
+ * | ----------------------------- | ---------------------------------------- |
+ * | `tcpserver:server.listening`  | `{ server, addresses }`                  |
+ * | `tcpserver:conn.state`        | `{ server, conn, state, prev }`          |
+ * | `tcpserver:conn.rejected`     | `{ server, socket, reason }`             |
+ * | `tcpserver:handler.error`     | `{ server, conn, error }`                |
+ * | `tcpserver:server.shutdown`   | `{ server, timeout }`                    |
+ * | `tcpserver:server.close`      | `{ server, report }`                     |
+ *
+ * @module
+ */
+import diagnostics from 'node:diagnostics_channel';
+
+/** The channels this library publishes on, by name. */
+export const channels = {
+  listening: diagnostics.channel('tcpserver:server.listening'),
+  connState: diagnostics.channel('tcpserver:conn.state'),
+  rejected: diagnostics.channel('tcpserver:conn.rejected'),
+  handlerError: diagnostics.channel('tcpserver:handler.error'),
+  shutdown: diagnostics.channel('tcpserver:server.shutdown'),
+  close: diagnostics.channel('tcpserver:server.close'),
+} as const;

@@ -1,0 +1,133 @@
+/**
+ * Error classes with stable `code`s, in the style of Node.js and undici: match on `err.code`,
+ * never on the message.
+ *
+ * @module
+ */
+
+/** Base class of every error this library raises. */
+export class TcpServerError extends Error {
+  /** Stable machine-readable code, `ERR_...`. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** An option passed to `newServer` / `createServer` is missing or malformed. Nothing was bound. */
+export class InvalidOptionError extends TcpServerError {
+  constructor(message: string) {
+    super('ERR_INVALID_OPTION', message);
+  }
+}
+
+/** A network name or an address could not be parsed. Nothing was bound. */
+export class InvalidAddressError extends TcpServerError {
+  constructor(message: string) {
+    super('ERR_INVALID_ADDRESS', message);
+  }
+}
+
+/**
+ * Binding a listener failed. `code` keeps the OS code (`EADDRINUSE`, `EACCES`, ...) so callers
+ * match on it exactly as they would on Node's own error; `cause` is that error.
+ */
+export class ListenError extends TcpServerError {
+  /** What could not be bound, as written: `127.0.0.1:8080`, a unix path, `fd 3`. */
+  readonly address: string;
+  readonly errno: number | undefined;
+  readonly syscall: string | undefined;
+
+  constructor(address: string, cause: NodeJS.ErrnoException) {
+    super(cause.code ?? 'ERR_LISTEN', `cannot listen on ${address}: ${cause.message}`, { cause });
+    this.address = address;
+    this.errno = cause.errno;
+    this.syscall = cause.syscall;
+  }
+}
+
+/** The server was closed, or is closing, and cannot do what was asked. */
+export class ServerClosedError extends TcpServerError {
+  constructor(message = 'server is closed') {
+    super('ERR_SERVER_CLOSED', message);
+  }
+}
+
+/** An I/O call on a connection that is closed, or was closed by the peer, while it waited. */
+export class ConnClosedError extends TcpServerError {
+  constructor(message = 'connection is closed', options?: ErrorOptions) {
+    super('ERR_CONN_CLOSED', message, options);
+  }
+}
+
+/** `conn.read({ timeout })` elapsed before data arrived. The connection stays usable. */
+export class ReadTimeoutError extends TcpServerError {
+  constructor(timeout: number) {
+    super('ERR_READ_TIMEOUT', `read timed out after ${timeout} ms`);
+  }
+}
+
+/** `conn.write(data, { timeout })` elapsed before the data was accepted by the socket. */
+export class WriteTimeoutError extends TcpServerError {
+  constructor(timeout: number) {
+    super('ERR_WRITE_TIMEOUT', `write timed out after ${timeout} ms`);
+  }
+}
+
+/** `ctx.signal`'s reason when a connection is ended for `idleTimeout`. */
+export class IdleTimeoutError extends TcpServerError {
+  constructor(timeout: number) {
+    super('ERR_IDLE_TIMEOUT', `no bytes either way for ${timeout} ms`);
+  }
+}
+
+/** A per-call `{ signal }` aborted a read or a write. `cause` holds the signal's reason. */
+export class AbortedError extends TcpServerError {
+  constructor(reason: unknown) {
+    super('ERR_ABORTED', 'operation was aborted', { cause: reason });
+  }
+}
+
+/** Only one `read()` may be pending on a connection at a time, as with Go's `net.Conn`. */
+export class ConcurrentReadError extends TcpServerError {
+  constructor() {
+    super('ERR_CONCURRENT_READ', 'another read is already pending on this connection');
+  }
+}
+
+/** A frame's length exceeds the decoder's `maxLength`. The connection cannot be resynchronized. */
+export class FrameTooLargeError extends TcpServerError {
+  /** The limit that was exceeded, in bytes. */
+  readonly maxLength: number;
+
+  constructor(maxLength: number, length?: number) {
+    super(
+      'ERR_FRAME_TOO_LARGE',
+      length === undefined
+        ? `frame exceeds the maximum length of ${maxLength} bytes`
+        : `frame of ${length} bytes exceeds the maximum length of ${maxLength} bytes`,
+    );
+    this.maxLength = maxLength;
+  }
+}
+
+/** The peer sent bytes that do not form a valid frame for the codec. */
+export class InvalidFrameError extends TcpServerError {
+  constructor(message: string) {
+    super('ERR_INVALID_FRAME', message);
+  }
+}
+
+/** The stream ended in the middle of a frame. */
+export class IncompleteFrameError extends TcpServerError {
+  /** Bytes of the unfinished frame that were received. */
+  readonly buffered: number;
+
+  constructor(buffered: number) {
+    super('ERR_INCOMPLETE_FRAME', `stream ended inside a frame (${buffered} bytes buffered)`);
+    this.buffered = buffered;
+  }
+}

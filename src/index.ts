@@ -1,0 +1,63 @@
+/**
+ * tcpserver: a TCP server framework for Node.js with a correct, fast graceful shutdown.
+ *
+ * ```ts
+ * import * as tcpserver from 'tcpserver';
+ * const srv = tcpserver.newServer(
+ *   tcpserver.network('tcp'),
+ *   tcpserver.address(':8080'),
+ *   tcpserver.handler(async (ctx, conn) => {
+ *     for await (const chunk of conn) await conn.write(chunk);
+ *   }),
+ * );
+ * await srv.serve(signal);
+ * ```
+ *
+ * @module
+ */
+import { applyOptions, type Option, resolveOptions, type ServerOptions } from './options.js';
+import { Server } from './server.js';
+
+export type { BoundAddress, Network } from './address.js';
+export { formatAddress } from './address.js';
+export * from './codec/index.js';
+export type { ConnState, IoOptions } from './conn.js';
+export { Conn } from './conn.js';
+export { Context } from './context.js';
+export { channels } from './diagnostics.js';
+export * from './errors.js';
+export type { Handler, ListenerOption, Logger, Option, ServerOptions } from './options.js';
+export {
+  address,
+  handler,
+  handshakeTimeout,
+  idleTimeout,
+  keepAlive,
+  listener,
+  logger,
+  maxConnections,
+  name,
+  network,
+  noDelay,
+  shutdownTimeout,
+  tls,
+} from './options.js';
+export type { CloseOptions, ServerStats, ShutdownReport } from './server.js';
+export { Server } from './server.js';
+
+/**
+ * Builds a server from option functions, the seed's form:
+ * `newServer(network('tcp'), address(':8080'), handler(fn))`. Throws a typed error for a bad
+ * option, before anything binds.
+ */
+export function newServer(...options: Option[]): Server {
+  return new Server(resolveOptions(applyOptions(options)));
+}
+
+/**
+ * Builds a server from one options object, Node's form:
+ * `createServer({ network: 'tcp', address: ':8080', handler })`. Same validation as `newServer`.
+ */
+export function createServer(options: ServerOptions): Server {
+  return new Server(resolveOptions(options));
+}

@@ -1,0 +1,210 @@
+/**
+ * Server options: the options object of `createServer`, the option functions of `newServer`,
+ * and their validation (everything is checked before anything binds).
+ *
+ * @module
+ */
+import type { Server as NetServer } from 'node:net';
+import type { TlsOptions } from 'node:tls';
+import { type ListenSpec, type Network, parseAddress, parseNetwork } from './address.js';
+import type { Conn } from './conn.js';
+import type { Context } from './context.js';
+import { InvalidOptionError } from './errors.js';
+
+/** The per-connection function a server runs. It owns the connection until it returns. */
+export type Handler = (ctx: Context, conn: Conn) => void | Promise<void>;
+
+/** A pino-compatible logger: the library calls these with `(object, message)`. */
+export interface Logger {
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/** A listener that already exists: a `net.Server`, an inherited descriptor, or systemd's. */
+export type ListenerOption = NetServer | { fd: number } | 'systemd';
+
+/** Everything a server can be configured with. Only `handler` is required. */
+export interface ServerOptions {
+  /** A name for logs and diagnostics. Default `"tcpserver"`. */
+  name?: string;
+  /** `tcp` (dual-stack, default), `tcp4`, `tcp6` or `unix`. */
+  network?: Network;
+  /** Go-style address: `:8080`, `127.0.0.1:0`, `[::1]:8080`, a unix path or `@abstract`. */
+  address?: string;
+  /** The connection handler. Required. */
+  handler?: Handler;
+  /** Serve TLS with these `node:tls` options (`key`, `cert`, `ca`, `requestCert`, `ALPNProtocols`...). */
+  tls?: TlsOptions;
+  /** Serve on a listener that already exists instead of binding `address`. */
+  listener?: ListenerOption;
+  /** At most this many open connections; beyond it new ones are closed at once and counted. */
+  maxConnections?: number;
+  /** End a connection after this many ms without a byte either way. `0` (default) disables it. */
+  idleTimeout?: number;
+  /** Drop a TLS peer that has not completed its handshake after this many ms. Default 10 000. */
+  handshakeTimeout?: number;
+  /** Grace period of `close()` without `timeout` and of `serve(signal)`. Default 10 000 ms. */
+  shutdownTimeout?: number;
+  /** Disable Nagle's algorithm on accepted sockets. Default `true`. */
+  noDelay?: boolean;
+  /** TCP keep-alive: `false` (default), `true`, or the initial delay in ms. */
+  keepAlive?: boolean | number;
+  /** Structured logging, pino-compatible. The library prints nothing without it. */
+  logger?: Logger;
+}
+
+/** One option of the seed-style constructor `newServer(...options)`. */
+export type Option = (options: ServerOptions) => void;
+
+/** Options after validation, with defaults applied. */
+export interface ResolvedOptions {
+  name: string;
+  network: Network;
+  /** Absent when a `listener` was given without an address. */
+  listen: ListenSpec | undefined;
+  handler: Handler;
+  tls: TlsOptions | undefined;
+  listener: ListenerOption | undefined;
+  maxConnections: number;
+  idleTimeout: number;
+  handshakeTimeout: number;
+  shutdownTimeout: number;
+  noDelay: boolean;
+  keepAlive: boolean;
+  keepAliveInitialDelay: number;
+  logger: Logger | undefined;
+}
+
+/** Sets {@link ServerOptions.name}. */
+export const name = (value: string): Option => (o) => void (o.name = value);
+/** Sets {@link ServerOptions.network}. */
+export const network = (value: Network): Option => (o) => void (o.network = value);
+/** Sets {@link ServerOptions.address}. */
+export const address = (value: string): Option => (o) => void (o.address = value);
+/** Sets {@link ServerOptions.handler}. */
+export const handler = (value: Handler): Option => (o) => void (o.handler = value);
+/** Sets {@link ServerOptions.tls}. */
+export const tls = (value: TlsOptions): Option => (o) => void (o.tls = value);
+/** Sets {@link ServerOptions.listener}. */
+export const listener = (value: ListenerOption): Option => (o) => void (o.listener = value);
+/** Sets {@link ServerOptions.maxConnections}. */
+export const maxConnections = (value: number): Option => (o) => void (o.maxConnections = value);
+/** Sets {@link ServerOptions.idleTimeout}. */
+export const idleTimeout = (ms: number): Option => (o) => void (o.idleTimeout = ms);
+/** Sets {@link ServerOptions.handshakeTimeout}. */
+export const handshakeTimeout = (ms: number): Option => (o) => void (o.handshakeTimeout = ms);
+/** Sets {@link ServerOptions.shutdownTimeout}. */
+export const shutdownTimeout = (ms: number): Option => (o) => void (o.shutdownTimeout = ms);
+/** Sets {@link ServerOptions.noDelay}. */
+export const noDelay = (value: boolean): Option => (o) => void (o.noDelay = value);
+/** Sets {@link ServerOptions.keepAlive}. */
+export const keepAlive = (value: boolean | number): Option => (o) => void (o.keepAlive = value);
+/** Sets {@link ServerOptions.logger}. */
+export const logger = (value: Logger): Option => (o) => void (o.logger = value);
+
+/** Validates `options` and applies defaults. Throws a typed error naming the bad value. */
+export function resolveOptions(options: ServerOptions): ResolvedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new InvalidOptionError(`options must be an object, got ${describe(options)}`);
+  }
+  const { handler: run, listener: existing } = options;
+  if (typeof run !== 'function') {
+    throw new InvalidOptionError(`handler must be a function, got ${describe(run)}`);
+  }
+  const net = parseNetwork(options.network ?? 'tcp');
+  if (existing !== undefined) checkListener(existing);
+  let listen: ListenSpec | undefined;
+  if (options.address !== undefined) listen = parseAddress(net, options.address);
+  else if (existing === undefined) {
+    throw new InvalidOptionError('address is required unless a listener is given');
+  }
+  if (options.name !== undefined && typeof options.name !== 'string') {
+    throw new InvalidOptionError(`name must be a string, got ${describe(options.name)}`);
+  }
+  if (options.tls !== undefined && (options.tls === null || typeof options.tls !== 'object')) {
+    throw new InvalidOptionError(`tls must be an object of node:tls options, got ${describe(options.tls)}`);
+  }
+  const maxConns = options.maxConnections ?? Number.POSITIVE_INFINITY;
+  if (!(maxConns === Number.POSITIVE_INFINITY || (Number.isInteger(maxConns) && maxConns > 0))) {
+    throw new InvalidOptionError(
+      `maxConnections must be a positive integer or Infinity, got ${describe(options.maxConnections)}`,
+    );
+  }
+  const keepAliveOpt = options.keepAlive ?? false;
+  if (typeof keepAliveOpt !== 'boolean') duration('keepAlive', keepAliveOpt, false);
+  if (options.logger !== undefined) checkLogger(options.logger);
+  return {
+    name: options.name ?? 'tcpserver',
+    network: net,
+    listen,
+    handler: run,
+    tls: options.tls,
+    listener: existing,
+    maxConnections: maxConns,
+    idleTimeout: duration('idleTimeout', options.idleTimeout ?? 0, false),
+    handshakeTimeout: duration('handshakeTimeout', options.handshakeTimeout ?? 10_000, false),
+    shutdownTimeout: duration('shutdownTimeout', options.shutdownTimeout ?? 10_000, true),
+    noDelay: options.noDelay ?? true,
+    keepAlive: keepAliveOpt !== false,
+    keepAliveInitialDelay: typeof keepAliveOpt === 'number' ? keepAliveOpt : 0,
+    logger: options.logger,
+  };
+}
+
+/** Applies seed-style option functions to a fresh options object. */
+export function applyOptions(list: readonly Option[]): ServerOptions {
+  const options: ServerOptions = {};
+  for (const option of list) {
+    if (typeof option !== 'function') {
+      throw new InvalidOptionError(`newServer takes option functions, got ${describe(option)}`);
+    }
+    option(options);
+  }
+  return options;
+}
+
+/**
+ * Checks a duration in milliseconds: a finite number >= 0, or Infinity where `infinite` allows it.
+ * Exported because `close({ timeout })` takes the same kind of value.
+ */
+export function duration(label: string, value: unknown, infinite: boolean): number {
+  if (
+    typeof value !== 'number' ||
+    Number.isNaN(value) ||
+    value < 0 ||
+    (!infinite && value === Number.POSITIVE_INFINITY)
+  ) {
+    const want = infinite ? 'a number of ms >= 0 or Infinity' : 'a finite number of ms >= 0';
+    throw new InvalidOptionError(`${label} must be ${want}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function checkListener(value: unknown): void {
+  if (value === 'systemd') return;
+  if (value !== null && typeof value === 'object') {
+    if ('fd' in value && Number.isInteger(value.fd) && (value.fd as number) >= 0) return;
+    if ('listen' in value && typeof value.listen === 'function' && 'on' in value) return;
+  }
+  throw new InvalidOptionError(
+    `listener must be a net.Server, { fd } or 'systemd', got ${describe(value)}`,
+  );
+}
+
+function checkLogger(value: unknown): void {
+  const log = value as Record<string, unknown> | null;
+  for (const level of ['debug', 'info', 'warn', 'error']) {
+    if (log === null || typeof log !== 'object' || typeof log[level] !== 'function') {
+      throw new InvalidOptionError(`logger must have a ${level}(obj, msg) method (pino-compatible)`);
+    }
+  }
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  return typeof value;
+}
