@@ -266,7 +266,9 @@ export class Conn implements AsyncIterable<Buffer> {
     if (this.#state === 'closed') return;
     this.#forced = true;
     this.ctx.cancel(reason);
-    this.#closeError ??= new ConnClosedError('connection was closed by a shutdown deadline', { cause: reason });
+    this.#closeError ??= new ConnClosedError('connection was closed by a shutdown deadline', {
+      cause: reason,
+    });
     this.socket.destroy();
   }
 

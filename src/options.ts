@@ -78,31 +78,70 @@ export interface ResolvedOptions {
 }
 
 /** Sets {@link ServerOptions.name}. */
-export const name = (value: string): Option => (o) => void (o.name = value);
+export const name =
+  (value: string): Option =>
+  (o) =>
+    void (o.name = value);
 /** Sets {@link ServerOptions.network}. */
-export const network = (value: Network): Option => (o) => void (o.network = value);
+export const network =
+  (value: Network): Option =>
+  (o) =>
+    void (o.network = value);
 /** Sets {@link ServerOptions.address}. */
-export const address = (value: string): Option => (o) => void (o.address = value);
+export const address =
+  (value: string): Option =>
+  (o) =>
+    void (o.address = value);
 /** Sets {@link ServerOptions.handler}. */
-export const handler = (value: Handler): Option => (o) => void (o.handler = value);
+export const handler =
+  (value: Handler): Option =>
+  (o) =>
+    void (o.handler = value);
 /** Sets {@link ServerOptions.tls}. */
-export const tls = (value: TlsOptions): Option => (o) => void (o.tls = value);
+export const tls =
+  (value: TlsOptions): Option =>
+  (o) =>
+    void (o.tls = value);
 /** Sets {@link ServerOptions.listener}. */
-export const listener = (value: ListenerOption): Option => (o) => void (o.listener = value);
+export const listener =
+  (value: ListenerOption): Option =>
+  (o) =>
+    void (o.listener = value);
 /** Sets {@link ServerOptions.maxConnections}. */
-export const maxConnections = (value: number): Option => (o) => void (o.maxConnections = value);
+export const maxConnections =
+  (value: number): Option =>
+  (o) =>
+    void (o.maxConnections = value);
 /** Sets {@link ServerOptions.idleTimeout}. */
-export const idleTimeout = (ms: number): Option => (o) => void (o.idleTimeout = ms);
+export const idleTimeout =
+  (ms: number): Option =>
+  (o) =>
+    void (o.idleTimeout = ms);
 /** Sets {@link ServerOptions.handshakeTimeout}. */
-export const handshakeTimeout = (ms: number): Option => (o) => void (o.handshakeTimeout = ms);
+export const handshakeTimeout =
+  (ms: number): Option =>
+  (o) =>
+    void (o.handshakeTimeout = ms);
 /** Sets {@link ServerOptions.shutdownTimeout}. */
-export const shutdownTimeout = (ms: number): Option => (o) => void (o.shutdownTimeout = ms);
+export const shutdownTimeout =
+  (ms: number): Option =>
+  (o) =>
+    void (o.shutdownTimeout = ms);
 /** Sets {@link ServerOptions.noDelay}. */
-export const noDelay = (value: boolean): Option => (o) => void (o.noDelay = value);
+export const noDelay =
+  (value: boolean): Option =>
+  (o) =>
+    void (o.noDelay = value);
 /** Sets {@link ServerOptions.keepAlive}. */
-export const keepAlive = (value: boolean | number): Option => (o) => void (o.keepAlive = value);
+export const keepAlive =
+  (value: boolean | number): Option =>
+  (o) =>
+    void (o.keepAlive = value);
 /** Sets {@link ServerOptions.logger}. */
-export const logger = (value: Logger): Option => (o) => void (o.logger = value);
+export const logger =
+  (value: Logger): Option =>
+  (o) =>
+    void (o.logger = value);
 
 /** Validates `options` and applies defaults. Throws a typed error naming the bad value. */
 export function resolveOptions(options: ServerOptions): ResolvedOptions {
@@ -188,9 +227,7 @@ function checkListener(value: unknown): void {
     if ('fd' in value && Number.isInteger(value.fd) && (value.fd as number) >= 0) return;
     if ('listen' in value && typeof value.listen === 'function' && 'on' in value) return;
   }
-  throw new InvalidOptionError(
-    `listener must be a net.Server, { fd } or 'systemd', got ${describe(value)}`,
-  );
+  throw new InvalidOptionError(`listener must be a net.Server, { fd } or 'systemd', got ${describe(value)}`);
 }
 
 function checkLogger(value: unknown): void {

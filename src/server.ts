@@ -310,7 +310,8 @@ export class Server extends EventEmitter implements ConnOwner {
     if (listener === undefined) return [listenerFor(listen!, this.#describeAddress())];
     if (listener === 'systemd') return systemdListeners().map(({ fd }) => listenerForFd(fd));
     if ('fd' in listener) return [listenerForFd(listener.fd)];
-    if (listener.listening) return [{ server: listener, bind: undefined, label: 'listener', unixPath: undefined }];
+    if (listener.listening)
+      return [{ server: listener, bind: undefined, label: 'listener', unixPath: undefined }];
     if (listen === undefined) {
       throw new ServerClosedError('the listener given is not listening and no address was set to bind it to');
     }
@@ -327,8 +328,14 @@ export class Server extends EventEmitter implements ConnOwner {
 
   readonly #onConnection = (socket: Socket): void => {
     const options = this.#options;
-    if (this.#phase !== 'serving') return this.#reject(socket, 'closing');
-    if (this.#conns.size >= options.maxConnections) return this.#reject(socket, 'maxConnections');
+    if (this.#phase !== 'serving') {
+      this.#reject(socket, 'closing');
+      return;
+    }
+    if (this.#conns.size >= options.maxConnections) {
+      this.#reject(socket, 'maxConnections');
+      return;
+    }
     if (options.noDelay) socket.setNoDelay(true);
     if (options.keepAlive) socket.setKeepAlive(true, options.keepAliveInitialDelay);
     const id = this.#nextId++;
@@ -413,7 +420,8 @@ export class Server extends EventEmitter implements ConnOwner {
     const reason = conn.ctx.cancelReason;
     return (
       reason !== undefined &&
-      (error === reason || (error instanceof Error && (error.cause === reason || error.name === 'AbortError')))
+      (error === reason ||
+        (error instanceof Error && (error.cause === reason || error.name === 'AbortError')))
     );
   }
 

@@ -4,10 +4,18 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Conn, ConnState, Handler, Server } from '../src/index.js';
-import { assertNoLeaks, collect, connect, readBytes, startServer, stopAndCheck, waitForStats } from './helpers.js';
+import {
+  assertNoLeaks,
+  collect,
+  connect,
+  readBytes,
+  startServer,
+  stopAndCheck,
+  waitForStats,
+} from './helpers.js';
 
 const unhandled: unknown[] = [];
 process.on('unhandledRejection', (reason) => unhandled.push(reason));

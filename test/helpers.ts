@@ -59,7 +59,10 @@ export function readBytes(socket: net.Socket, want: number): Promise<Buffer> {
 }
 
 /** Resolves when the server's stats satisfy `predicate` (event-driven, via `connState`). */
-export function waitForStats(srv: Server, predicate: (s: ReturnType<Server['stats']>) => boolean): Promise<void> {
+export function waitForStats(
+  srv: Server,
+  predicate: (s: ReturnType<Server['stats']>) => boolean,
+): Promise<void> {
   if (predicate(srv.stats())) return Promise.resolve();
   return new Promise((resolve) => {
     const check = (): void => {

@@ -6,9 +6,9 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import { type Conn, createServer, newServer, network, address, handler, type Handler } from '../src/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { address, type Conn, createServer, type Handler, handler, network, newServer } from '../src/index.js';
 import { assertNoLeaks, collect, connect, readBytes, startServer, waitForStats } from './helpers.js';
 
 const echo: Handler = async (_ctx, conn) => {
