@@ -84,6 +84,13 @@ export class IdleTimeoutError extends TcpServerError {
   }
 }
 
+/** `ctx.signal`'s reason when a connection is ended for `maxConnectionAge`. */
+export class ConnectionAgeError extends TcpServerError {
+  constructor(age: number) {
+    super('ERR_CONNECTION_AGE', `connection reached its maximum age of ${age} ms`);
+  }
+}
+
 /** A per-call `{ signal }` aborted a read or a write. `cause` holds the signal's reason. */
 export class AbortedError extends TcpServerError {
   constructor(reason: unknown) {

@@ -35,6 +35,7 @@ export {
   keepAlive,
   listener,
   logger,
+  maxConnectionAge,
   maxConnections,
   name,
   network,

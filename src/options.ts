@@ -43,6 +43,11 @@ export interface ServerOptions {
   maxConnections?: number;
   /** End a connection after this many ms without a byte either way. `0` (default) disables it. */
   idleTimeout?: number;
+  /**
+   * End a connection gracefully once it is this many ms old (at its next idle moment), so
+   * long-lived clients reconnect and spread over new instances. `0` (default) disables it.
+   */
+  maxConnectionAge?: number;
   /** Drop a TLS peer that has not completed its handshake after this many ms. Default 10 000. */
   handshakeTimeout?: number;
   /** Grace period of `close()` without `timeout` and of `serve(signal)`. Default 10 000 ms. */
@@ -69,6 +74,7 @@ export interface ResolvedOptions {
   listener: ListenerOption | undefined;
   maxConnections: number;
   idleTimeout: number;
+  maxConnectionAge: number;
   handshakeTimeout: number;
   shutdownTimeout: number;
   noDelay: boolean;
@@ -117,6 +123,11 @@ export const idleTimeout =
   (ms: number): Option =>
   (o) =>
     void (o.idleTimeout = ms);
+/** Sets {@link ServerOptions.maxConnectionAge}. */
+export const maxConnectionAge =
+  (ms: number): Option =>
+  (o) =>
+    void (o.maxConnectionAge = ms);
 /** Sets {@link ServerOptions.handshakeTimeout}. */
 export const handshakeTimeout =
   (ms: number): Option =>
@@ -183,6 +194,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     listener: existing,
     maxConnections: maxConns,
     idleTimeout: duration('idleTimeout', options.idleTimeout ?? 0, false),
+    maxConnectionAge: duration('maxConnectionAge', options.maxConnectionAge ?? 0, false),
     handshakeTimeout: duration('handshakeTimeout', options.handshakeTimeout ?? 10_000, false),
     shutdownTimeout: duration('shutdownTimeout', options.shutdownTimeout ?? 10_000, true),
     noDelay: options.noDelay ?? true,

@@ -17,7 +17,7 @@ import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
 import { Conn, type ConnOwner, type ConnState } from './conn.js';
 import { Context } from './context.js';
 import { channels } from './diagnostics.js';
-import { ConnClosedError, IdleTimeoutError, ServerClosedError } from './errors.js';
+import { ConnClosedError, ConnectionAgeError, IdleTimeoutError, ServerClosedError } from './errors.js';
 import { bindListener, listenerFor, listenerForFd, type PendingListener } from './listen.js';
 import { duration, type ResolvedOptions } from './options.js';
 import { systemdListeners } from './systemd.js';
@@ -346,6 +346,7 @@ export class Server extends EventEmitter implements ConnOwner {
     this.#counts.new++;
     this.#totals.accepted++;
     this.#publishState(conn, 'new', undefined);
+    if (options.maxConnectionAge > 0) this.#limitAge(conn, options.maxConnectionAge);
     if (secure === undefined) this.#run(conn);
     else this.#afterHandshake(conn, stream as TLSSocket);
   };
@@ -360,6 +361,12 @@ export class Server extends EventEmitter implements ConnOwner {
       ...(tls.ALPNProtocols === undefined ? {} : { ALPNProtocols: tls.ALPNProtocols }),
       ...(tls.SNICallback === undefined ? {} : { SNICallback: tls.SNICallback }),
     });
+  }
+
+  /** Drains the connection once it is `age` ms old: it ends at its next idle moment. */
+  #limitAge(conn: Conn, age: number): void {
+    const timer = setTimeout(() => conn.drain(new ConnectionAgeError(age)), age);
+    conn.socket.once('close', () => clearTimeout(timer));
   }
 
   /** A TLS connection stays `new` until its handshake completes, within `handshakeTimeout`. */
