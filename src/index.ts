@@ -26,6 +26,8 @@ export { Conn } from './conn.js';
 export { Context } from './context.js';
 export { channels } from './diagnostics.js';
 export * from './errors.js';
+export type { HealthServer, HealthServerOptions } from './health.js';
+export { healthServer } from './health.js';
 export type { Handler, ListenerOption, Logger, Option, ServerOptions } from './options.js';
 export {
   address,
@@ -45,6 +47,10 @@ export {
 } from './options.js';
 export type { CloseOptions, ServerStats, ShutdownReport } from './server.js';
 export { Server } from './server.js';
+export type { ShutdownOnSignalsOptions, SignalShutdown } from './signals.js';
+export { shutdownOnSignals } from './signals.js';
+export type { SystemdListener } from './systemd.js';
+export { SystemdActivationError, systemdListeners } from './systemd.js';
 
 /**
  * Builds a server from option functions, the seed's form:
