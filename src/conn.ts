@@ -57,6 +57,8 @@ interface Waiter {
   reject(error: Error): void;
   /** For reads: resolve `{ value, done }` (async iterator) instead of a chunk. */
   iter: boolean;
+  /** For `readFrame`: chunks go through this decoder and the read resolves whole frames. */
+  decoder: Decoder<unknown> | undefined;
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
@@ -159,15 +161,25 @@ export class Conn implements AsyncIterable<Buffer> {
    * (`ERR_FRAME_TOO_LARGE`, `ERR_INVALID_FRAME`, `ERR_INCOMPLETE_FRAME`). `opts` applies to each
    * wait for more bytes.
    */
-  async readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
+  readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
+    if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
     this.#decoder = decoder;
-    for (;;) {
-      const frame = decoder.next();
-      if (frame !== undefined) return frame;
-      const chunk = await this.read(opts);
-      if (chunk === null) return decoder.end() ?? null;
-      decoder.push(chunk);
+    try {
+      // Frames already complete in the decoder or in queued input are returned without waiting.
+      for (;;) {
+        const frame = decoder.next();
+        if (frame !== undefined) return Promise.resolve(frame);
+        if (this.#queue.length === 0) break;
+        decoder.push(this.#take());
+      }
+      if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
+      if (this.#eof || this.#handlerDone || (this.#ending && this.#canIdle())) {
+        return Promise.resolve(decoder.end() ?? null);
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
+    return this.#wait(opts, false, decoder) as Promise<T | null>;
   }
 
   /** Iterates received chunks until end of stream. Breaking out does not close the connection. */
@@ -194,9 +206,17 @@ export class Conn implements AsyncIterable<Buffer> {
     }
     if (socket.write(data)) return RESOLVED;
     return new Promise<void>((resolve, reject) => {
-      const waiter = this.#waiter(resolve as Waiter['resolve'], reject, false);
+      const waiter: Waiter = {
+        resolve: resolve as Waiter['resolve'],
+        reject,
+        iter: false,
+        decoder: undefined,
+        timer: undefined,
+        signal: undefined,
+        onAbort: undefined,
+      };
       this.#writers.push(waiter);
-      if (opts !== undefined) this.#arm(waiter, opts, new WriteTimeoutError(opts.timeout ?? 0));
+      if (opts !== undefined) this.#arm(waiter, opts, 'write');
     });
   }
 
@@ -287,7 +307,12 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#queued = 0;
     this.#decoder = undefined;
     const reader = this.#reader;
-    if (reader !== undefined) this.#settleRead(reader, null);
+    if (reader !== undefined) {
+      // A read the handler left behind: end it quietly (no decoder error nobody would catch).
+      this.#reader = undefined;
+      this.#disarm(reader);
+      reader.resolve(reader.iter ? DONE : null);
+    }
     if (this.#paused) {
       this.#paused = false;
       this.socket.resume();
@@ -310,10 +335,27 @@ export class Conn implements AsyncIterable<Buffer> {
     if (this.#eof || this.#handlerDone || (this.#ending && this.#canIdle())) {
       return Promise.resolve(iter ? DONE : null);
     }
+    return this.#wait(opts, iter, undefined);
+  }
+
+  /** Parks the one pending read until input, end of stream, a drain, or its deadline. */
+  #wait(
+    opts: IoOptions | undefined,
+    iter: boolean,
+    decoder: Decoder<unknown> | undefined,
+  ): Promise<ReadResult> {
     return new Promise<ReadResult>((resolve, reject) => {
-      const reader = this.#waiter(resolve as Waiter['resolve'], reject, iter);
+      const reader: Waiter = {
+        resolve: resolve as Waiter['resolve'],
+        reject,
+        iter,
+        decoder,
+        timer: undefined,
+        signal: undefined,
+        onAbort: undefined,
+      };
       this.#reader = reader;
-      if (opts !== undefined) this.#arm(reader, opts, new ReadTimeoutError(opts.timeout ?? 0));
+      if (opts !== undefined) this.#arm(reader, opts, 'read');
       this.#maybeIdle();
     });
   }
@@ -349,20 +391,38 @@ export class Conn implements AsyncIterable<Buffer> {
     if (this.#state === 'active') this.#setState('idle');
   }
 
-  /** Resolves the pending read with `chunk` (null for end of stream). */
+  /**
+   * Hands `chunk` to the pending read (null: end of stream). A `readFrame` read keeps waiting
+   * until its decoder has a whole frame, and fails with the decoder's error.
+   */
   #settleRead(reader: Waiter, chunk: Buffer | null): void {
+    const decoder = reader.decoder;
+    let value: unknown;
+    if (decoder === undefined)
+      value =
+        chunk === null ? (reader.iter ? DONE : null) : reader.iter ? { value: chunk, done: false } : chunk;
+    else {
+      try {
+        if (chunk === null) value = decoder.end() ?? null;
+        else {
+          decoder.push(chunk);
+          value = decoder.next();
+          if (value === undefined) return; // a partial frame: keep waiting (the decoder holds bytes)
+        }
+      } catch (error) {
+        this.#reader = undefined;
+        this.#disarm(reader);
+        reader.reject(error as Error);
+        return;
+      }
+    }
     this.#reader = undefined;
     this.#disarm(reader);
-    if (chunk === null) reader.resolve(reader.iter ? DONE : null);
-    else reader.resolve(reader.iter ? { value: chunk, done: false } : chunk);
-  }
-
-  #waiter(resolve: Waiter['resolve'], reject: Waiter['reject'], iter: boolean): Waiter {
-    return { resolve, reject, iter, timer: undefined, signal: undefined, onAbort: undefined };
+    reader.resolve(value);
   }
 
   /** Adds the per-call deadline and cancellation to a waiting read or write. */
-  #arm(waiter: Waiter, opts: IoOptions, timeoutError: Error): void {
+  #arm(waiter: Waiter, opts: IoOptions, kind: 'read' | 'write'): void {
     const fail = (error: Error): void => {
       if (this.#reader === waiter) this.#reader = undefined;
       else {
@@ -385,8 +445,12 @@ export class Conn implements AsyncIterable<Buffer> {
       waiter.onAbort = () => fail(new AbortedError(signal.reason));
       signal.addEventListener('abort', waiter.onAbort, { once: true });
     }
-    if (opts.timeout !== undefined && opts.timeout !== Number.POSITIVE_INFINITY) {
-      waiter.timer = setTimeout(fail, opts.timeout, timeoutError);
+    const timeout = opts.timeout;
+    if (timeout !== undefined && timeout !== Number.POSITIVE_INFINITY) {
+      waiter.timer = setTimeout(
+        () => fail(kind === 'read' ? new ReadTimeoutError(timeout) : new WriteTimeoutError(timeout)),
+        timeout,
+      );
     }
   }
 
