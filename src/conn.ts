@@ -482,8 +482,9 @@ export class Conn implements AsyncIterable<Buffer> {
     if (this.#handlerDone) return; // nobody will read it: discard while the connection closes
     const reader = this.#reader;
     if (reader !== undefined) {
-      if (this.#state === 'idle') this.#setState('active');
+      // Hand the chunk over before announcing the state: a listener may start a shutdown.
       this.#settleRead(reader, chunk);
+      if (this.#state === 'idle') this.#setState('active');
       return;
     }
     this.#queue.push(chunk);
@@ -499,8 +500,8 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#eof = true;
     const reader = this.#reader;
     if (reader !== undefined) {
-      if (this.#state === 'idle') this.#setState('active');
       this.#settleRead(reader, null);
+      if (this.#state === 'idle') this.#setState('active');
     }
   };
 

@@ -121,7 +121,7 @@ export class FrameTooLargeError extends TcpServerError {
   }
 }
 
-/** The peer sent bytes that do not form a valid frame for the codec. */
+/** Bytes that do not form a valid frame for the codec: received from the peer, or about to be sent. */
 export class InvalidFrameError extends TcpServerError {
   constructor(message: string) {
     super('ERR_INVALID_FRAME', message);

@@ -337,3 +337,24 @@ test('Symbol.asyncDispose closes the server gracefully', async () => {
   assert.equal(srv.isStopped, true);
   assertNoLeaks(srv);
 });
+
+test('close() started from a connState listener loses no chunk that woke the connection', async () => {
+  const got: string[] = [];
+  const { srv, port } = await startServer({
+    handler: async (_ctx, conn) => {
+      for (let c = await conn.read(); c !== null; c = await conn.read()) got.push(c.toString());
+    },
+  });
+  let closing: Promise<unknown> | undefined;
+  srv.on('connState', (_conn: Conn, state: string, prev: string) => {
+    if (state === 'active' && prev === 'idle') closing ??= srv.close({ timeout: 5_000 });
+  });
+  const client = await connect(port);
+  await waitForStats(srv, (s) => s.idle === 1);
+  const closed = collect(client);
+  client.write('request\n');
+  await closed;
+  assert.deepEqual(got, ['request\n']);
+  assert.deepEqual(await closing, { graceful: 1, forced: 0, durationMs: (await srv.stopped).durationMs });
+  assertNoLeaks(srv);
+});
