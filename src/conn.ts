@@ -84,6 +84,13 @@ export class Conn implements AsyncIterable<Buffer> {
   #eof = false;
   /** Shutdown or idle timeout asked this connection to end: a read that would go idle returns null. */
   #ending = false;
+  /** An end-of-input check is scheduled (see `#endWhenQuiet`). */
+  #endCheck = false;
+  /**
+   * Input may be on its way up from the kernel: the connection was just asked to end, or its
+   * socket was resumed after read backpressure. An idle end then waits for one poll phase.
+   */
+  #inFlight = false;
   /** Set once I/O can no longer succeed; every later read and write rejects with it. */
   #closeError: ConnClosedError | undefined;
   #reader: Waiter | undefined;
@@ -173,9 +180,7 @@ export class Conn implements AsyncIterable<Buffer> {
         decoder.push(this.#take());
       }
       if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
-      if (this.#eof || this.#handlerDone || (this.#ending && this.#canIdle())) {
-        return Promise.resolve(decoder.end() ?? null);
-      }
+      if (this.#eof || this.#handlerDone) return Promise.resolve(decoder.end() ?? null);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -277,6 +282,7 @@ export class Conn implements AsyncIterable<Buffer> {
     this.ctx.cancel(reason);
     if (this.#ending) return;
     this.#ending = true;
+    this.#inFlight = true;
     if (this.#state === 'new') this.socket.destroy();
     else this.#maybeIdle();
   }
@@ -332,9 +338,7 @@ export class Conn implements AsyncIterable<Buffer> {
       return Promise.resolve(iter ? { value: chunk, done: false } : chunk);
     }
     if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
-    if (this.#eof || this.#handlerDone || (this.#ending && this.#canIdle())) {
-      return Promise.resolve(iter ? DONE : null);
-    }
+    if (this.#eof || this.#handlerDone) return Promise.resolve(iter ? DONE : null);
     return this.#wait(opts, iter, undefined);
   }
 
@@ -365,6 +369,7 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#queued -= chunk.length;
     if (this.#paused && this.#queued < QUEUE_LIMIT) {
       this.#paused = false;
+      this.#inFlight = true;
       this.socket.resume();
     }
     return chunk;
@@ -383,12 +388,37 @@ export class Conn implements AsyncIterable<Buffer> {
   #maybeIdle(): void {
     const reader = this.#reader;
     if (reader === undefined || !this.#canIdle()) return;
-    if (this.#ending) {
-      this.#settleRead(reader, null);
-      if (this.#state === 'idle') this.#setState('active');
-      return;
-    }
     if (this.#state === 'active') this.#setState('idle');
+    if (!this.#ending) return;
+    // Input the peer already sent may still be on its way up to us: wait for it, never drop it.
+    // (Input sent after that is the peer racing the shutdown, as with any server.)
+    if (this.#inFlight || this.socket.readableLength > 0) this.#endWhenQuiet();
+    else this.#endRead(reader);
+  }
+
+  /** Ends the pending read of a connection asked to end: the handler sees end of stream. */
+  #endRead(reader: Waiter): void {
+    this.#settleRead(reader, null);
+    if (this.#state === 'idle') this.#setState('active');
+  }
+
+  /**
+   * Ends an idle connection once input in flight has arrived. Bytes the peer already sent may sit
+   * in the kernel (read in the next poll phase) or, after read backpressure paused the socket, in
+   * the stream's buffer (flowing again on the next tick): two `setImmediate` hops let a full poll
+   * phase run first, so that input is served, never dropped.
+   */
+  #endWhenQuiet(): void {
+    if (this.#endCheck) return;
+    this.#endCheck = true;
+    setImmediate(() =>
+      setImmediate(() => {
+        this.#endCheck = false;
+        this.#inFlight = false;
+        const reader = this.#reader;
+        if (reader !== undefined && this.#ending && this.#canIdle()) this.#endRead(reader);
+      }),
+    );
   }
 
   /**

@@ -358,3 +358,21 @@ test('close() started from a connState listener loses no chunk that woke the con
   assert.deepEqual(await closing, { graceful: 1, forced: 0, durationMs: (await srv.stopped).durationMs });
   assertNoLeaks(srv);
 });
+
+test('a request already in the kernel when close() starts is served, not dropped', async () => {
+  const { srv, port } = await startServer({ handler: echo });
+  const clients = await Promise.all(Array.from({ length: 10 }, () => connect(port)));
+  await waitForStats(srv, (s) => s.idle === 10);
+  const replies = clients.map((c) => collect(c));
+  // Same process: each write reaches the server's receive queue before close() runs, but the
+  // server has not read it yet, so every connection is still idle when the shutdown starts.
+  for (const [i, c] of clients.entries()) c.write(`request ${i}`);
+  assert.equal(srv.stats().idle, 10);
+  const report = await srv.close({ timeout: 5_000 });
+  assert.deepEqual(
+    (await Promise.all(replies)).map((b) => b.toString()),
+    clients.map((_, i) => `request ${i}`),
+  );
+  assert.deepEqual([report.graceful, report.forced], [10, 0]);
+  assertNoLeaks(srv);
+});
