@@ -71,10 +71,14 @@ export function parseAddress(network: Network, address: unknown): ListenSpec {
   const port = parsePort(address, portText);
   const family = isIP(host);
   if (network === 'tcp4' && family === 6) {
-    throw new InvalidAddressError(`address ${JSON.stringify(address)}: "${host}" is IPv6 but network is tcp4`);
+    throw new InvalidAddressError(
+      `address ${JSON.stringify(address)}: "${host}" is IPv6 but network is tcp4`,
+    );
   }
   if (network === 'tcp6' && family === 4) {
-    throw new InvalidAddressError(`address ${JSON.stringify(address)}: "${host}" is IPv4 but network is tcp6`);
+    throw new InvalidAddressError(
+      `address ${JSON.stringify(address)}: "${host}" is IPv4 but network is tcp6`,
+    );
   }
   if (host === '') {
     // Go's ":port" means every interface: dual-stack for tcp (Node's default), one family otherwise.
@@ -100,9 +104,22 @@ function parsePort(address: string, text: string): number {
   return port;
 }
 
+/**
+ * Longest unix socket path `bind(2)` takes, in bytes: `sun_path` is 108 bytes on Linux and 104
+ * on the BSDs and macOS, less the terminating NUL. libuv silently truncates a longer path (Node
+ * 20 then binds a file under another name, which `close()` does not remove), so refuse it here.
+ */
+const UNIX_PATH_MAX = process.platform === 'linux' ? 107 : 103;
+
 function parseUnixAddress(address: string): ListenSpec {
   if (address.includes('\0')) {
     throw new InvalidAddressError(`unix address ${JSON.stringify(address)} contains a NUL byte`);
+  }
+  const bytes = Buffer.byteLength(address);
+  if (bytes > UNIX_PATH_MAX) {
+    throw new InvalidAddressError(
+      `unix address ${JSON.stringify(address)} is ${bytes} bytes long: at most ${UNIX_PATH_MAX} fit in a socket address`,
+    );
   }
   if (address.startsWith('@')) {
     if (process.platform !== 'linux') {

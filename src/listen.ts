@@ -4,8 +4,15 @@
  *
  * @module
  */
+import { lookup } from 'node:dns/promises';
 import { lstat, unlink } from 'node:fs/promises';
-import { connect, type ListenOptions, createServer as createNetServer, type Server as NetServer } from 'node:net';
+import {
+  connect,
+  createServer as createNetServer,
+  isIP,
+  type ListenOptions,
+  type Server as NetServer,
+} from 'node:net';
 import type { ListenSpec } from './address.js';
 import { ListenError } from './errors.js';
 
@@ -18,6 +25,11 @@ export interface PendingListener {
   label: string;
   /** A unix socket path (not abstract) whose stale file may be replaced before binding. */
   unixPath: string | undefined;
+  /**
+   * Resolve `bind.host` (a host name) to this address family before binding: `tcp4` / `tcp6`
+   * must not bind the other family because the name resolved to it first.
+   */
+  family?: 4 | 6;
 }
 
 /** Describes a parsed address as `listen()` arguments. */
@@ -28,19 +40,47 @@ export function listenerFor(spec: ListenSpec, label: string): PendingListener {
   }
   const bind: ListenOptions = { port: spec.port, ipv6Only: spec.ipv6Only };
   if (spec.host !== undefined) bind.host = spec.host;
-  return { server, bind, label, unixPath: undefined };
+  const pending: PendingListener = { server, bind, label, unixPath: undefined };
+  // Node's listen() resolves a host name with no family: `localhost` may come back as 127.0.0.1
+  // for `tcp6` (which then binds IPv4) or as ::1 for `tcp4`. Go resolves within the network.
+  if (spec.host !== undefined && isIP(spec.host) === 0 && spec.network !== 'tcp') {
+    pending.family = spec.network === 'tcp4' ? 4 : 6;
+  }
+  return pending;
 }
 
 /** Describes an inherited, already listening descriptor (systemd, a parent process). */
 export function listenerForFd(fd: number): PendingListener {
-  return { server: createNetServer({ allowHalfOpen: true }), bind: { fd }, label: `fd ${fd}`, unixPath: undefined };
+  return {
+    server: createNetServer({ allowHalfOpen: true }),
+    bind: { fd },
+    label: `fd ${fd}`,
+    unixPath: undefined,
+  };
 }
 
-/** Binds one listener; rejects with a {@link ListenError} that keeps the OS error code. */
+/**
+ * Binds one listener; rejects with a {@link ListenError} that keeps the OS error code.
+ *
+ * Every listener serves half-open connections, including a `net.Server` the user made with
+ * `net.createServer()` (whose default is not to): otherwise Node ends a socket the moment its
+ * peer sends FIN, and a handler answering a request the client ended with `end()` writes into
+ * a closed socket. Node reads `server.allowHalfOpen` for each connection it accepts.
+ */
 export async function bindListener(pending: PendingListener): Promise<void> {
   const { server, bind, label } = pending;
+  (server as NetServer & { allowHalfOpen: boolean }).allowHalfOpen = true;
   if (bind === undefined) return;
   if (pending.unixPath !== undefined) await replaceStaleSocket(pending.unixPath, label);
+  let options = bind as ListenOptions;
+  if (pending.family !== undefined && options.host !== undefined) {
+    try {
+      const { address } = await lookup(options.host, { family: pending.family });
+      options = { ...options, host: address };
+    } catch (error) {
+      throw new ListenError(label, error as NodeJS.ErrnoException);
+    }
+  }
   await new Promise<void>((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException): void => {
       server.off('listening', onListening);
@@ -52,7 +92,7 @@ export async function bindListener(pending: PendingListener): Promise<void> {
     };
     server.once('error', onError);
     server.once('listening', onListening);
-    server.listen(bind as ListenOptions);
+    server.listen(options);
   });
 }
 
@@ -63,19 +103,28 @@ export async function bindListener(pending: PendingListener): Promise<void> {
 async function replaceStaleSocket(path: string, label: string): Promise<void> {
   const stat = await lstat(path).catch(() => undefined);
   if (stat === undefined || !stat.isSocket()) return; // absent, or not ours to remove: bind reports it
-  const alive = await new Promise<boolean>((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
+  // Only a refused connection proves the file stale. Any other failure (the file vanished, no
+  // permission, a full backlog) leaves the file alone and lets bind() report what the OS says.
+  const probe = await new Promise<'alive' | 'stale' | 'unknown'>((resolve) => {
+    const socket = connect(path);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('alive');
     });
-    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code !== 'ECONNREFUSED'));
+    socket.once('error', (error: NodeJS.ErrnoException) =>
+      resolve(error.code === 'ECONNREFUSED' ? 'stale' : 'unknown'),
+    );
   });
-  if (alive) {
+  if (probe === 'unknown') return;
+  if (probe === 'alive') {
     const error: NodeJS.ErrnoException = new Error('address already in use (a live server owns the socket)');
     error.code = 'EADDRINUSE';
     error.syscall = 'listen';
     throw new ListenError(label, error);
   }
+  // Another process may have replaced the stale file with its own live socket while we probed:
+  // remove the file only if it is still the one that refused us.
+  const now = await lstat(path).catch(() => undefined);
+  if (now === undefined || now.ino !== stat.ino || now.dev !== stat.dev) return;
   await unlink(path).catch(() => undefined);
 }

@@ -246,7 +246,9 @@ function checkLogger(value: unknown): void {
   const log = value as Record<string, unknown> | null;
   for (const level of ['debug', 'info', 'warn', 'error']) {
     if (log === null || typeof log !== 'object' || typeof log[level] !== 'function') {
-      throw new InvalidOptionError(`logger must have a ${level}(obj, msg) method (pino-compatible)`);
+      throw new InvalidOptionError(
+        `logger must have a ${level}(obj, msg) method (pino-compatible), got ${describe(value)}`,
+      );
     }
   }
 }

@@ -17,7 +17,13 @@ import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
 import { Conn, type ConnOwner, type ConnState } from './conn.js';
 import { Context } from './context.js';
 import { channels } from './diagnostics.js';
-import { ConnClosedError, ConnectionAgeError, IdleTimeoutError, ServerClosedError } from './errors.js';
+import {
+  ConnClosedError,
+  ConnectionAgeError,
+  IdleTimeoutError,
+  InvalidOptionError,
+  ServerClosedError,
+} from './errors.js';
 import { bindListener, listenerFor, listenerForFd, type PendingListener } from './listen.js';
 import { duration, type ResolvedOptions } from './options.js';
 import { systemdListeners } from './systemd.js';
@@ -313,7 +319,9 @@ export class Server extends EventEmitter implements ConnOwner {
     if (listener.listening)
       return [{ server: listener, bind: undefined, label: 'listener', unixPath: undefined }];
     if (listen === undefined) {
-      throw new ServerClosedError('the listener given is not listening and no address was set to bind it to');
+      throw new InvalidOptionError(
+        'the listener given is not listening and no address was set to bind it to',
+      );
     }
     const bound = listenerFor(listen, this.#describeAddress());
     bound.server = listener;

@@ -1,0 +1,453 @@
+/**
+ * Option validation: every bad option throws a typed error naming the bad value, from both
+ * construction forms (`newServer(...option functions)` and `createServer({...})`), before
+ * anything binds.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import {
+  address,
+  createServer,
+  type Handler,
+  handler,
+  handshakeTimeout,
+  InvalidAddressError,
+  InvalidOptionError,
+  idleTimeout,
+  keepAlive,
+  listener,
+  logger,
+  maxConnections,
+  name,
+  network,
+  newServer,
+  noDelay,
+  type Option,
+  type ServerOptions,
+  shutdownTimeout,
+  TcpServerError,
+  tls,
+} from '../src/index.js';
+import { assertPortFree, freePort } from './helpers.js';
+
+const echo: Handler = async (_ctx, conn) => {
+  for await (const chunk of conn) await conn.write(chunk);
+};
+
+/** Every option function, by the options-object key it sets. */
+const OPTION_FUNCTIONS: Partial<Record<keyof ServerOptions, (value: never) => Option>> = {
+  name,
+  network,
+  address,
+  handler,
+  tls,
+  listener,
+  maxConnections,
+  idleTimeout,
+  handshakeTimeout,
+  shutdownTimeout,
+  noDelay,
+  keepAlive,
+  logger,
+};
+
+/** The seed form of an options object: one option function per key. */
+function asFunctions(options: Record<string, unknown>): Option[] {
+  return Object.entries(options).map(([key, value]) => {
+    const fn = OPTION_FUNCTIONS[key as keyof ServerOptions] as (value: unknown) => Option;
+    assert.ok(fn, `no option function for ${key}`);
+    return fn(value);
+  });
+}
+
+type ErrorClass = typeof InvalidOptionError | typeof InvalidAddressError;
+
+interface BadCase {
+  title: string;
+  /** The options, given a free port and a fresh temp dir (for unix paths). */
+  options: (port: number, dir: string) => Record<string, unknown>;
+  error: ErrorClass;
+  /** A substring the message must contain: the bad value, as written. */
+  names: (port: number, dir: string) => string;
+  /** A unix path that must not exist afterwards. */
+  path?: (dir: string) => string;
+}
+
+const ADDRESS = InvalidAddressError;
+const OPTION = InvalidOptionError;
+const tcp = (port: number, extra: Record<string, unknown>): Record<string, unknown> => ({
+  network: 'tcp',
+  address: `:${port}`,
+  handler: echo,
+  ...extra,
+});
+
+const BAD: BadCase[] = [
+  {
+    title: 'an unknown network',
+    options: (port) => tcp(port, { network: 'udp' }),
+    error: ADDRESS,
+    names: () => '"udp"',
+  },
+  {
+    title: 'a network of the wrong type',
+    options: (port) => tcp(port, { network: 4 }),
+    error: ADDRESS,
+    names: () => '4',
+  },
+  {
+    title: 'a port out of range',
+    options: () => tcp(0, { address: ':99999' }),
+    error: ADDRESS,
+    names: () => '99999',
+  },
+  {
+    title: 'a port out of range with a host',
+    options: () => tcp(0, { address: '127.0.0.1:65536' }),
+    error: ADDRESS,
+    names: () => '65536',
+  },
+  {
+    title: 'a missing bracket',
+    options: () => tcp(0, { address: '[::1' }),
+    error: ADDRESS,
+    names: () => '"[::1"',
+  },
+  {
+    title: 'a missing bracket with a port',
+    options: (port) => tcp(port, { address: `[::1:${port}` }),
+    error: ADDRESS,
+    names: (port) => `[::1:${port}`,
+  },
+  {
+    title: 'a host without a port',
+    options: () => tcp(0, { address: 'host:' }),
+    error: ADDRESS,
+    names: () => '"host:"',
+  },
+  { title: 'an empty address', options: () => tcp(0, { address: '' }), error: ADDRESS, names: () => '""' },
+  {
+    title: 'an IPv4 address without a port',
+    options: () => tcp(0, { address: '1.2.3.4' }),
+    error: ADDRESS,
+    names: () => '"1.2.3.4"',
+  },
+  {
+    title: 'a non-numeric port',
+    options: () => tcp(0, { address: 'localhost:http' }),
+    error: ADDRESS,
+    names: () => '"http"',
+  },
+  {
+    title: 'a signed port',
+    options: () => tcp(0, { address: '127.0.0.1:+80' }),
+    error: ADDRESS,
+    names: () => '"+80"',
+  },
+  {
+    title: 'an unbracketed IPv6 address',
+    options: (port) => tcp(port, { address: `::1:${port}` }),
+    error: ADDRESS,
+    names: (port) => `::1:${port}`,
+  },
+  {
+    title: 'an unbracketed IPv6 address alone',
+    options: () => tcp(0, { address: '::1' }),
+    error: ADDRESS,
+    names: () => '::1',
+  },
+  {
+    title: 'an IPv6 literal for tcp4',
+    options: (port) => tcp(port, { network: 'tcp4', address: `[::1]:${port}` }),
+    error: ADDRESS,
+    names: () => '::1',
+  },
+  {
+    title: 'an IPv4 literal for tcp6',
+    options: (port) => tcp(port, { network: 'tcp6', address: `127.0.0.1:${port}` }),
+    error: ADDRESS,
+    names: () => '127.0.0.1',
+  },
+  {
+    title: 'an IPv4 literal in brackets',
+    options: (port) => tcp(port, { address: `[127.0.0.1]:${port}` }),
+    error: ADDRESS,
+    names: () => '127.0.0.1',
+  },
+  {
+    title: 'an invalid host name',
+    options: (port) => tcp(port, { address: `bad_host!:${port}` }),
+    error: ADDRESS,
+    names: () => 'bad_host!',
+  },
+  {
+    title: 'an address that is not a string',
+    options: () => tcp(0, { address: 8080 }),
+    error: ADDRESS,
+    names: () => '8080',
+  },
+  {
+    title: 'an abstract unix address without a name',
+    options: () => ({ network: 'unix', address: '@', handler: echo }),
+    error: ADDRESS,
+    names: () => '"@"',
+  },
+  {
+    title: 'a unix path too long for a socket address',
+    options: (_port, dir) => ({ network: 'unix', address: join(dir, 's'.repeat(120)), handler: echo }),
+    error: ADDRESS,
+    names: (_port, dir) => join(dir, 's'.repeat(120)),
+    path: (dir) => join(dir, 's'.repeat(120)),
+  },
+  {
+    title: 'a unix path with a NUL byte',
+    options: (_port, dir) => ({ network: 'unix', address: `${dir}/a\0b`, handler: echo }),
+    error: ADDRESS,
+    names: () => '\\u0000',
+  },
+  {
+    title: 'a missing handler',
+    options: (port) => ({ network: 'tcp', address: `:${port}` }),
+    error: OPTION,
+    names: () => 'handler must be a function, got undefined',
+  },
+  {
+    title: 'a handler that is not a function',
+    options: (port) => tcp(port, { handler: 'echo' }),
+    error: OPTION,
+    names: () => '"echo"',
+  },
+  {
+    title: 'a missing handler on a unix path',
+    options: (_port, dir) => ({ network: 'unix', address: join(dir, 'sock') }),
+    error: OPTION,
+    names: () => 'handler',
+    path: (dir) => join(dir, 'sock'),
+  },
+  {
+    title: 'no address and no listener',
+    options: () => ({ handler: echo }),
+    error: OPTION,
+    names: () => 'address',
+  },
+  {
+    title: 'a negative idleTimeout',
+    options: (port) => tcp(port, { idleTimeout: -1 }),
+    error: OPTION,
+    names: () => 'idleTimeout must be a finite number of ms >= 0, got -1',
+  },
+  {
+    title: 'a NaN idleTimeout',
+    options: (port) => tcp(port, { idleTimeout: Number.NaN }),
+    error: OPTION,
+    names: () => 'idleTimeout must be a finite number of ms >= 0, got NaN',
+  },
+  {
+    title: 'an infinite idleTimeout',
+    options: (port) => tcp(port, { idleTimeout: Number.POSITIVE_INFINITY }),
+    error: OPTION,
+    names: () => 'got Infinity',
+  },
+  {
+    title: 'a negative shutdownTimeout',
+    options: (port) => tcp(port, { shutdownTimeout: -5 }),
+    error: OPTION,
+    names: () => 'shutdownTimeout must be a number of ms >= 0 or Infinity, got -5',
+  },
+  {
+    title: 'a NaN shutdownTimeout',
+    options: (port) => tcp(port, { shutdownTimeout: Number.NaN }),
+    error: OPTION,
+    names: () => 'shutdownTimeout must be a number of ms >= 0 or Infinity, got NaN',
+  },
+  {
+    title: 'a string handshakeTimeout',
+    options: (port) => tcp(port, { handshakeTimeout: '10s' }),
+    error: OPTION,
+    names: () => 'handshakeTimeout must be a finite number of ms >= 0, got "10s"',
+  },
+  {
+    title: 'a negative keepAlive delay',
+    options: (port) => tcp(port, { keepAlive: -1 }),
+    error: OPTION,
+    names: () => 'keepAlive must be a finite number of ms >= 0, got -1',
+  },
+  {
+    title: 'maxConnections 0',
+    options: (port) => tcp(port, { maxConnections: 0 }),
+    error: OPTION,
+    names: () => 'maxConnections must be a positive integer or Infinity, got 0',
+  },
+  {
+    title: 'a negative maxConnections',
+    options: (port) => tcp(port, { maxConnections: -3 }),
+    error: OPTION,
+    names: () => 'got -3',
+  },
+  {
+    title: 'a fractional maxConnections',
+    options: (port) => tcp(port, { maxConnections: 1.5 }),
+    error: OPTION,
+    names: () => 'got 1.5',
+  },
+  {
+    title: 'a NaN maxConnections',
+    options: (port) => tcp(port, { maxConnections: Number.NaN }),
+    error: OPTION,
+    names: () => 'got NaN',
+  },
+  {
+    title: 'a string maxConnections',
+    options: (port) => tcp(port, { maxConnections: '10' }),
+    error: OPTION,
+    names: () => 'got "10"',
+  },
+  {
+    title: 'a logger without methods',
+    options: (port) => tcp(port, { logger: {} }),
+    error: OPTION,
+    names: () => 'logger must have a debug(obj, msg) method',
+  },
+  {
+    title: 'a logger missing error()',
+    options: (port) => tcp(port, { logger: { debug() {}, info() {}, warn() {} } }),
+    error: OPTION,
+    names: () => 'logger must have a error(obj, msg) method',
+  },
+  {
+    title: 'a logger that is a string',
+    options: (port) => tcp(port, { logger: 'pino' }),
+    error: OPTION,
+    names: () => 'logger',
+  },
+  {
+    title: 'a name that is not a string',
+    options: (port) => tcp(port, { name: 42 }),
+    error: OPTION,
+    names: () => 'name must be a string, got 42',
+  },
+  {
+    title: 'tls that is not an object',
+    options: (port) => tcp(port, { tls: true }),
+    error: OPTION,
+    names: () => 'got true',
+  },
+  {
+    title: 'a negative listener fd',
+    options: () => ({ listener: { fd: -1 }, handler: echo }),
+    error: OPTION,
+    names: () => 'listener must be a net.Server, { fd } or',
+  },
+  {
+    title: 'a listener of the wrong kind',
+    options: () => ({ listener: 'inetd', handler: echo }),
+    error: OPTION,
+    names: () => 'got "inetd"',
+  },
+];
+
+function expectTyped(error: ErrorClass, names: string): (err: unknown) => true {
+  return (err) => {
+    assert.ok(err instanceof error, `expected ${error.name}, got ${String(err)}`);
+    assert.ok(err instanceof TcpServerError);
+    assert.equal(err.code, error === ADDRESS ? 'ERR_INVALID_ADDRESS' : 'ERR_INVALID_OPTION');
+    assert.equal(err.name, error.name);
+    assert.ok(err.message.includes(names), `message ${JSON.stringify(err.message)} does not name ${names}`);
+    return true;
+  };
+}
+
+describe('invalid options throw a typed error naming the bad value, and nothing binds', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tcpserver-options-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const bad of BAD) {
+    test(bad.title, async () => {
+      const port = await freePort();
+      const options = bad.options(port, dir);
+      const check = expectTyped(bad.error, bad.names(port, dir));
+      assert.throws(() => createServer(options as ServerOptions), check, 'createServer({...})');
+      assert.throws(() => newServer(...asFunctions(options)), check, 'newServer(...options)');
+      await assertPortFree(port);
+      if (bad.path !== undefined)
+        assert.equal(existsSync(bad.path(dir)), false, 'no socket file was created');
+    });
+  }
+});
+
+test('newServer rejects an argument that is not an option function', () => {
+  assert.throws(
+    () => newServer(network('tcp'), { address: ':0' } as unknown as Option, handler(echo)),
+    expectTyped(OPTION, 'newServer takes option functions, got object'),
+  );
+});
+
+test('createServer rejects options that are not an object', () => {
+  assert.throws(() => createServer(null as unknown as ServerOptions), expectTyped(OPTION, 'got null'));
+  assert.throws(() => createServer('tcp' as unknown as ServerOptions), expectTyped(OPTION, 'got "tcp"'));
+});
+
+test('option functions apply in order: a later one overrides an earlier one', () => {
+  assert.throws(
+    () => newServer(handler(echo), address(':0'), address(':99999')),
+    expectTyped(ADDRESS, '99999'),
+  );
+  const srv = newServer(handler(echo), address(':99999'), address(':0'));
+  assert.equal(srv.isStopped, false);
+  assert.deepEqual(srv.addresses(), []);
+});
+
+test('valid options build the same server from both forms, without binding', async () => {
+  const port = await freePort();
+  const full = {
+    name: 'echo',
+    network: 'tcp4',
+    address: `127.0.0.1:${port}`,
+    handler: echo,
+    maxConnections: 10,
+    idleTimeout: 1_000,
+    handshakeTimeout: 500,
+    shutdownTimeout: Number.POSITIVE_INFINITY,
+    noDelay: false,
+    keepAlive: 1_000,
+    logger: { debug() {}, info() {}, warn() {}, error() {} },
+  };
+  const a = createServer(full as ServerOptions);
+  const b = newServer(...asFunctions(full));
+  for (const srv of [a, b]) {
+    assert.equal(srv.name, 'echo');
+    assert.equal(srv.isServing, false);
+    assert.deepEqual(srv.addresses(), []);
+    assert.deepEqual(srv.stats().open, 0);
+  }
+  await assertPortFree(port);
+  // Defaults: maxConnections Infinity and keepAlive true are accepted; a server never listened closes at once.
+  const c = createServer({
+    address: `127.0.0.1:${port}`,
+    handler: echo,
+    maxConnections: Infinity,
+    keepAlive: true,
+  });
+  assert.equal(c.name, 'tcpserver');
+  const report = await c.close();
+  assert.deepEqual([report.graceful, report.forced], [0, 0]);
+  assert.equal(c.isStopped, true);
+  await assertPortFree(port);
+});
+
+test('a listener may replace the address', () => {
+  const existing = net.createServer();
+  assert.doesNotThrow(() => createServer({ listener: existing, handler: echo }));
+  assert.doesNotThrow(() => newServer(listener({ fd: 3 }), handler(echo)));
+  assert.doesNotThrow(() => newServer(listener('systemd'), handler(echo)));
+});

@@ -1,0 +1,225 @@
+/**
+ * shutdownOnSignals with real signals: most tests send them to a real child process
+ * (test/fixtures/ops-signal-server.ts) and check its exit code, its sockets and its JSON log lines.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type net from 'node:net';
+import { describe, it } from 'node:test';
+import { InvalidOptionError } from '../src/index.js';
+import { shutdownOnSignals } from '../src/signals.js';
+import { Child, type LogLine } from './fixtures/ops-child.js';
+import { collect, connect, readBytes, startServer, waitForStats } from './helpers.js';
+
+const FIXTURE = 'ops-signal-server.ts';
+
+async function echo(sock: net.Socket, text: string): Promise<void> {
+  sock.write(`${text}\n`);
+  assert.equal((await readBytes(sock, text.length + 1)).toString(), `${text}\n`);
+}
+
+async function status(port: number, path: string): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+function finalReport(child: Child): LogLine {
+  const [line] = child.all(/^shutdown complete/);
+  assert.ok(line, `no final report in:\n${child.lines.map((l) => JSON.stringify(l)).join('\n')}`);
+  return line;
+}
+
+/** Resolves when the socket closes; 'error' (a reset) is recorded instead of thrown. */
+function closeOf(sock: net.Socket): Promise<{ error: NodeJS.ErrnoException | undefined }> {
+  let error: NodeJS.ErrnoException | undefined;
+  sock.on('error', (e) => {
+    error = e;
+  });
+  return once(sock, 'close').then(() => ({ error }));
+}
+
+describe('shutdownOnSignals in a child process', () => {
+  it('drains on SIGTERM and exits 0 after a clean drain; the idle client gets a FIN', async (t) => {
+    const child = Child.fixture(FIXTURE, { EXIT: '1', TIMEOUT: '30000' });
+    t.after(() => child.cleanup());
+    const ready = await child.waitFor('fixture ready');
+    const sock = await connect(ready.port as number);
+    t.after(() => sock.destroy());
+    await echo(sock, 'hello');
+    const received = collect(sock); // rejects on a reset: the close must be a FIN
+    child.kill('SIGTERM');
+    assert.equal((await received).length, 0);
+    const { code } = await child.exited;
+    assert.equal(code, 0, child.output);
+    const report = finalReport(child);
+    assert.equal(report.graceful, 1);
+    assert.equal(report.forced, 0);
+    const start = await child.waitFor(/^received SIGTERM/);
+    assert.equal(start.open, 1);
+    assert.ok(child.all('Send SIGTERM again to force').length === 1);
+  });
+
+  it('a second SIGINT forces a busy connection at once and the process exits 1', async (t) => {
+    const child = Child.fixture(FIXTURE, { EXIT: '1', TIMEOUT: '60000', PROGRESS: '50' });
+    t.after(() => child.cleanup());
+    const ready = await child.waitFor('fixture ready');
+    const sock = await connect(ready.port as number);
+    t.after(() => sock.destroy());
+    sock.write('busy\n');
+    assert.equal((await readBytes(sock, 8)).toString(), 'working\n');
+    const closed = closeOf(sock);
+
+    child.kill('SIGINT');
+    await child.waitFor('Press Ctrl-C again to force');
+    // The drain reports progress: one connection left, and how long until the 60 s deadline.
+    const progress = await child.waitFor(/^shutting down: waiting for 1 connection/);
+    assert.equal(progress.open, 1);
+    assert.ok((progress.remainingMs as number) > 0 && (progress.remainingMs as number) <= 60_000);
+
+    child.kill('SIGINT');
+    const { code } = await child.exited;
+    assert.equal(code, 1, child.output);
+    await closed;
+    const report = finalReport(child);
+    assert.equal(report.forced, 1);
+    assert.equal(report.graceful, 0);
+    assert.ok((report.durationMs as number) < 60_000, 'forced at once, not at the deadline');
+    await child.waitFor(/^received SIGINT again, forcing/);
+  });
+
+  it('during the drain delay it keeps serving (old and new connections) but /readyz is 503', async (t) => {
+    const child = Child.fixture(FIXTURE, { EXIT: '1', DRAIN_DELAY: '60000', TIMEOUT: '60000' });
+    t.after(() => child.cleanup());
+    const ready = await child.waitFor('fixture ready');
+    const [port, healthPort] = [ready.port as number, ready.healthPort as number];
+    assert.equal(await status(healthPort, '/readyz'), 200);
+    const old = await connect(port);
+    t.after(() => old.destroy());
+    await echo(old, 'before');
+
+    child.kill('SIGTERM');
+    await child.waitFor(/^received SIGTERM/);
+    assert.equal(await status(healthPort, '/readyz'), 503, 'not ready during the drain delay');
+    assert.equal(await status(healthPort, '/livez'), 200, 'still alive');
+    const late = await connect(port);
+    t.after(() => late.destroy());
+    await echo(late, 'accepted during the drain delay');
+    await echo(old, 'still served');
+    assert.equal(child.all(/^drain delay over/).length, 0);
+    assert.equal(child.all('shutting down').length, 0, 'the server has not started closing');
+
+    const closed = [closeOf(old), closeOf(late)];
+    child.kill('SIGTERM'); // the second signal skips the rest of the delay and forces
+    const { code } = await child.exited;
+    assert.equal(code, 1, child.output);
+    await Promise.all(closed);
+    assert.equal(finalReport(child).forced, 2);
+    assert.equal(child.all(/^drain delay over/).length, 0);
+  });
+
+  it('closes the listener only after the drain delay, logging progress meanwhile', async (t) => {
+    const drainDelay = 300;
+    const child = Child.fixture(FIXTURE, { EXIT: '1', DRAIN_DELAY: String(drainDelay), PROGRESS: '100' });
+    t.after(() => child.cleanup());
+    const ready = await child.waitFor('fixture ready');
+    const sock = await connect(ready.port as number);
+    t.after(() => sock.destroy());
+    await echo(sock, 'hi');
+    const received = collect(sock);
+    child.kill('SIGTERM');
+    assert.equal((await received).length, 0, 'FIN after the delay');
+    const { code } = await child.exited;
+    assert.equal(code, 0, child.output);
+
+    const start = await child.waitFor(/^received SIGTERM/);
+    const over = await child.waitFor(/^drain delay over/);
+    const closing = await child.waitFor('shutting down');
+    // Timers count from the loop's cached clock, which may lag Date.now() by a few ms.
+    assert.ok((over.time as number) - (start.time as number) >= drainDelay - 20);
+    assert.ok(child.lines.indexOf(closing) > child.lines.indexOf(over), 'listener closed after the delay');
+    const progress = child.all(/^draining: not ready/);
+    assert.ok(progress.length >= 1, 'a progress line during the delay');
+    assert.equal(progress[0]!.ready, false);
+    assert.equal(progress[0]!.open, 1);
+    assert.equal(finalReport(child).graceful, 1);
+  });
+
+  it('without exit: true it never exits by itself, and it removes its listeners', async (t) => {
+    const child = Child.fixture(FIXTURE, { TIMEOUT: '60000' });
+    t.after(() => child.cleanup());
+    const ready = await child.waitFor('fixture ready');
+    const before = ready.before as Record<string, number>;
+    const during = ready.during as Record<string, number>;
+    assert.deepEqual(during, { SIGTERM: before.SIGTERM! + 1, SIGINT: before.SIGINT! + 1 });
+    const sock = await connect(ready.port as number);
+    t.after(() => sock.destroy());
+    sock.write('busy\n');
+    await readBytes(sock, 8);
+    const closed = closeOf(sock);
+    child.kill('SIGTERM');
+    await child.waitFor('Send SIGTERM again to force');
+    child.kill('SIGTERM');
+    const { code } = await child.exited;
+    await closed;
+    // The fixture sets 42 once `done` resolved: the helper itself did not exit (it would use 1).
+    assert.equal(code, 42, child.output);
+    const done = await child.waitFor('fixture done');
+    assert.deepEqual(done.after, before, 'listeners removed once the server stopped');
+    assert.equal((done.report as { forced: number }).forced, 1);
+  });
+});
+
+describe('shutdownOnSignals in process', () => {
+  it('rejects bad options with InvalidOptionError', async () => {
+    const { srv } = await startServer({ handler: () => {} });
+    try {
+      for (const bad of [
+        { drainDelay: -1 },
+        { timeout: Number.NaN },
+        { signals: [] },
+        { progressInterval: -5 },
+      ]) {
+        assert.throws(() => shutdownOnSignals(srv, bad), InvalidOptionError, JSON.stringify(bad));
+      }
+      assert.equal(process.listenerCount('SIGUSR2'), 0);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('dispose() removes the listeners at once; done still follows the server', async () => {
+    const { srv } = await startServer({ handler: () => {} });
+    const base = process.listenerCount('SIGUSR2');
+    const handle = shutdownOnSignals(srv, { signals: ['SIGUSR2'] });
+    assert.equal(process.listenerCount('SIGUSR2'), base + 1);
+    handle.dispose();
+    handle.dispose();
+    assert.equal(process.listenerCount('SIGUSR2'), base);
+    const report = await srv.close();
+    assert.deepEqual(await handle.done, report);
+  });
+
+  it('a real SIGUSR2 to this process: not ready first, serving during the delay, a second one closes', async () => {
+    const { srv, port } = await startServer({ handler: async (_ctx, conn) => void (await conn.read()) });
+    const base = process.listenerCount('SIGUSR2');
+    const events: string[] = [];
+    srv.on('ready', (r: boolean) => events.push(`ready:${r}`));
+    srv.on('shutdown', () => events.push('shutdown'));
+    const { done } = shutdownOnSignals(srv, { signals: ['SIGUSR2'], drainDelay: 60_000, timeout: 5000 });
+    const notReady = once(srv, 'ready');
+    process.kill(process.pid, 'SIGUSR2');
+    await notReady;
+    assert.equal(srv.ready, false);
+    assert.equal(srv.isServing, true, 'still serving during the drain delay');
+    const sock = await connect(port);
+    await waitForStats(srv, (s) => s.accepted === 1);
+    sock.end();
+    await waitForStats(srv, (s) => s.closed === 1);
+    process.kill(process.pid, 'SIGUSR2'); // cuts the 60 s delay short; nothing is left to force
+    const report = await done;
+    assert.deepEqual(events, ['ready:false', 'shutdown']);
+    assert.equal(report.forced, 0);
+    assert.equal(process.listenerCount('SIGUSR2'), base);
+  });
+});
