@@ -46,6 +46,10 @@ const QUEUE_LIMIT = 64 * 1024;
 /** After our FIN is flushed, how long the peer gets to close its side before the socket is dropped. */
 const LINGER_MS = 2_000;
 
+/** Longer delays overflow `setTimeout` (it fires at once): treat them as no deadline. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const noop = (): void => {};
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -179,8 +183,9 @@ export class Conn implements AsyncIterable<Buffer> {
         if (this.#queue.length === 0) break;
         decoder.push(this.#take());
       }
-      if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
+      // End of stream first: a clean close after the peer's FIN is not an error.
       if (this.#eof || this.#handlerDone) return Promise.resolve(decoder.end() ?? null);
+      if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -210,7 +215,9 @@ export class Conn implements AsyncIterable<Buffer> {
       return Promise.reject(new ConnClosedError('connection is closed for writing'));
     }
     if (socket.write(data)) return RESOLVED;
-    return new Promise<void>((resolve, reject) => {
+    // Waiting for drain is work in progress: a pending read alongside is no longer idle.
+    if (this.#state === 'idle') this.#setState('active');
+    const waiting = new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
         resolve: resolve as Waiter['resolve'],
         reject,
@@ -223,6 +230,10 @@ export class Conn implements AsyncIterable<Buffer> {
       this.#writers.push(waiter);
       if (opts !== undefined) this.#arm(waiter, opts, 'write');
     });
+    // A write the handler did not await must not become an unhandled rejection if the peer
+    // goes away; an awaited one still rejects.
+    waiting.catch(noop);
+    return waiting;
   }
 
   /**
@@ -337,8 +348,9 @@ export class Conn implements AsyncIterable<Buffer> {
       const chunk = this.#take();
       return Promise.resolve(iter ? { value: chunk, done: false } : chunk);
     }
-    if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
+    // End of stream first: a clean close after the peer's FIN is not an error.
     if (this.#eof || this.#handlerDone) return Promise.resolve(iter ? DONE : null);
+    if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
     return this.#wait(opts, iter, undefined);
   }
 
@@ -454,15 +466,19 @@ export class Conn implements AsyncIterable<Buffer> {
   /** Adds the per-call deadline and cancellation to a waiting read or write. */
   #arm(waiter: Waiter, opts: IoOptions, kind: 'read' | 'write'): void {
     const fail = (error: Error): void => {
-      if (this.#reader === waiter) this.#reader = undefined;
-      else {
+      if (this.#reader === waiter) {
+        this.#reader = undefined;
+        this.#disarm(waiter);
+        // A cancelled read leaves the handler working, no longer waiting.
+        if (this.#state === 'idle') this.#setState('active');
+      } else {
         const index = this.#writers.indexOf(waiter);
         if (index === -1) return;
         this.#writers.splice(index, 1);
+        this.#disarm(waiter);
+        // One reason to be busy is gone: a read pending alongside may now be idle.
+        this.#maybeIdle();
       }
-      this.#disarm(waiter);
-      // A cancelled read leaves the connection busy in the handler, no longer waiting.
-      if (this.#state === 'idle') this.#setState('active');
       waiter.reject(error);
     };
     if (opts.signal !== undefined) {
@@ -476,7 +492,7 @@ export class Conn implements AsyncIterable<Buffer> {
       signal.addEventListener('abort', waiter.onAbort, { once: true });
     }
     const timeout = opts.timeout;
-    if (timeout !== undefined && timeout !== Number.POSITIVE_INFINITY) {
+    if (timeout !== undefined && timeout <= MAX_TIMER_MS) {
       waiter.timer = setTimeout(
         () => fail(kind === 'read' ? new ReadTimeoutError(timeout) : new WriteTimeoutError(timeout)),
         timeout,
@@ -551,6 +567,8 @@ export class Conn implements AsyncIterable<Buffer> {
   };
 
   readonly #onFinish = (): void => {
+    // Every byte is flushed: writes still waiting (a Writable emits no 'drain' once ending) are done.
+    this.#onDrain();
     if (this.#handlerDone) this.#startLinger();
   };
 

@@ -9,12 +9,13 @@
  *
  * @module
  */
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Server as NetServer, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
 import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
-import { Conn, type ConnOwner, type ConnState } from './conn.js';
+import { Conn, type ConnOwner, type ConnState, MAX_TIMER_MS } from './conn.js';
 import { Context } from './context.js';
 import { channels } from './diagnostics.js';
 import {
@@ -87,6 +88,14 @@ interface Shutdown {
 const noop = (): void => {};
 
 /**
+ * What `tls.Server` uses when none is given: without a session id context, a client that
+ * resumes a session after sending a certificate gets an internal-error alert.
+ */
+function defaultSessionIdContext(): string {
+  return createHash('sha1').update(process.argv.join(' ')).digest('hex').slice(0, 32);
+}
+
+/**
  * A TCP (or unix, or TLS) server that runs one handler per connection and shuts down
  * gracefully. Build it with `newServer(...)` or `createServer({...})`.
  *
@@ -115,6 +124,9 @@ export class Server extends EventEmitter implements ConnOwner {
   readonly #counts = { new: 0, active: 0, idle: 0, closing: 0 };
   readonly #totals = { accepted: 0, rejected: 0, closed: 0, forced: 0, errors: 0, idleTimeouts: 0 };
   #shutdown: Shutdown | undefined;
+  /** A state change is being announced; changes made meanwhile wait in `#deferred`. */
+  #notifying = false;
+  readonly #deferred: Array<{ conn: Conn; state: ConnState; prev: ConnState }> = [];
   #markServing!: () => void;
   #failServing!: (error: Error) => void;
   #markStopped!: (report: ShutdownReport) => void;
@@ -124,7 +136,10 @@ export class Server extends EventEmitter implements ConnOwner {
     super();
     this.#options = options;
     this.name = options.name;
-    this.#secureContext = options.tls === undefined ? undefined : createSecureContext(options.tls);
+    this.#secureContext =
+      options.tls === undefined
+        ? undefined
+        : createSecureContext({ sessionIdContext: defaultSessionIdContext(), ...options.tls });
     this.serving = new Promise<void>((resolve, reject) => {
       this.#markServing = resolve;
       this.#failServing = reject;
@@ -240,8 +255,28 @@ export class Server extends EventEmitter implements ConnOwner {
     return this.close().then(noop);
   }
 
-  /** @internal Called by each connection on every state change. */
+  /**
+   * @internal Called by each connection on every state change. A change made from inside a
+   * listener (say `conn.end()` in a `'connState'` handler) is applied after the current one has
+   * reached every listener, so all of them see transitions, and counts, in order.
+   */
   onState(conn: Conn, state: ConnState, prev: ConnState): void {
+    if (this.#notifying) {
+      this.#deferred.push({ conn, state, prev });
+      return;
+    }
+    this.#notifying = true;
+    try {
+      this.#applyState(conn, state, prev);
+      for (let next = this.#deferred.shift(); next !== undefined; next = this.#deferred.shift()) {
+        this.#applyState(next.conn, next.state, next.prev);
+      }
+    } finally {
+      this.#notifying = false;
+    }
+  }
+
+  #applyState(conn: Conn, state: ConnState, prev: ConnState): void {
     const counts = this.#counts;
     counts[prev as keyof typeof counts]--;
     if (state === 'closed') {
@@ -307,7 +342,7 @@ export class Server extends EventEmitter implements ConnOwner {
     if (channels.listening.hasSubscribers) channels.listening.publish({ server: this, addresses });
     this.emit('listening', addresses);
     this.#markServing();
-    if (this.#readyFlag) this.emit('ready', true);
+    if (this.ready) this.emit('ready', true); // not if a 'listening' listener began a shutdown
     return addresses;
   }
 
@@ -385,8 +420,33 @@ export class Server extends EventEmitter implements ConnOwner {
     socket.once('secure', () => {
       clearTimeout(timer);
       socket.off('close', onClose);
+      if (!this.#authorize(socket)) {
+        socket.destroy();
+        return;
+      }
       if (conn.state === 'new') this.#run(conn);
     });
+  }
+
+  /**
+   * Client-certificate check, as `tls.Server` does for its own sockets (a bare `TLSSocket` does
+   * not): with `requestCert`, sets `authorized` / `authorizationError`, and refuses an
+   * unverified peer unless `rejectUnauthorized` is false.
+   */
+  #authorize(socket: TLSSocket): boolean {
+    const tls = this.#options.tls!;
+    if (tls.requestCert !== true) return true;
+    const handle = (
+      socket as unknown as { _handle: { verifyError(): (Error & { code?: string }) | null } | null }
+    )._handle;
+    const error = handle?.verifyError() ?? null;
+    if (error === null) {
+      socket.authorized = true;
+      return true;
+    }
+    socket.authorized = false;
+    socket.authorizationError = error;
+    return tls.rejectUnauthorized === false;
   }
 
   #reject(socket: Socket, reason: 'closing' | 'maxConnections'): void {
@@ -407,7 +467,7 @@ export class Server extends EventEmitter implements ConnOwner {
       this.#handlerFailed(conn, error);
       return;
     }
-    if (result !== undefined && typeof (result as Promise<void>).then === 'function') {
+    if (result != null && typeof (result as Promise<void>).then === 'function') {
       (result as Promise<void>).then(
         () => conn.handlerDone(false),
         (error: unknown) => this.#handlerFailed(conn, error),
@@ -491,7 +551,7 @@ export class Server extends EventEmitter implements ConnOwner {
     if (shutdown.timer !== undefined) clearTimeout(shutdown.timer);
     shutdown.timer = undefined;
     if (timeout === 0) this.#forceAll(shutdown);
-    else if (timeout !== Number.POSITIVE_INFINITY) {
+    else if (timeout <= MAX_TIMER_MS) {
       shutdown.timer = setTimeout(() => this.#forceAll(shutdown), timeout);
     }
   }
