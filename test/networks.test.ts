@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, test } from 'node:test';
 import tls from 'node:tls';
@@ -499,8 +499,28 @@ describe('listen errors keep the OS code', () => {
       ? 'net.ipv4.ip_unprivileged_port_start <= 1: any user may bind port 1 here'
       : false;
 
+  /**
+   * A node binary user 65534 may run: ours, unless it sits under a directory only root can enter
+   * (npx installs Node under /root/.npm), in which case a copy in a world-readable temp dir.
+   */
+  function unprivilegedNode(): string {
+    let path = process.execPath;
+    const reachable = (p: string): boolean => (statSync(p).mode & 0o001) !== 0;
+    for (let dir = path; dir !== dirname(dir); dir = dirname(dir)) {
+      if (!reachable(dir)) {
+        const copy = join(mkdtempSync(join(tmpdir(), 'tcpserver-node-')), 'node');
+        chmodSync(dirname(copy), 0o755);
+        copyFileSync(process.execPath, copy);
+        chmodSync(copy, 0o755);
+        path = copy;
+        break;
+      }
+    }
+    return path;
+  }
+
   test('EACCES: an unprivileged process binding port 1', { skip: eaccesSkip }, async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(FIXTURES, 'net-eacces.ts')], {
+    const child = spawn(unprivilegedNode(), ['--import', 'tsx', join(FIXTURES, 'net-eacces.ts')], {
       cwd: ROOT,
       uid: 65534,
       gid: 65534,
