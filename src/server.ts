@@ -126,6 +126,8 @@ export class Server extends EventEmitter implements ConnOwner {
   #shutdown: Shutdown | undefined;
   /** A state change is being announced; changes made meanwhile wait in `#deferred`. */
   #notifying = false;
+  /** How many `'connState'` listeners there are, kept current so the hot path need not ask. */
+  #stateListeners = 0;
   readonly #deferred: Array<{ conn: Conn; state: ConnState; prev: ConnState }> = [];
   #markServing!: () => void;
   #failServing!: (error: Error) => void;
@@ -145,6 +147,12 @@ export class Server extends EventEmitter implements ConnOwner {
       this.#failServing = reject;
     });
     this.serving.catch(noop); // a rejection nobody awaits is not an error
+    this.on('newListener', (event: string | symbol) => {
+      if (event === 'connState') this.#stateListeners++;
+    });
+    this.on('removeListener', (event: string | symbol) => {
+      if (event === 'connState') this.#stateListeners--;
+    });
     this.stopped = new Promise<ShutdownReport>((resolve) => {
       this.#markStopped = resolve;
     });
@@ -502,7 +510,7 @@ export class Server extends EventEmitter implements ConnOwner {
 
   #publishState(conn: Conn, state: ConnState, prev: ConnState | undefined): void {
     if (channels.connState.hasSubscribers) channels.connState.publish({ server: this, conn, state, prev });
-    if (this.listenerCount('connState') > 0) this.emit('connState', conn, state, prev);
+    if (this.#stateListeners > 0) this.emit('connState', conn, state, prev);
   }
 
   #beginShutdown(timeout: number): Shutdown {
