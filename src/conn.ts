@@ -144,6 +144,7 @@ export class Conn implements AsyncIterable<Buffer> {
   #closed = false;
   #reader: Waiter | undefined;
   #writers: Waiter[] = NO_WAITERS;
+  #drainHooked = false;
   #decoder: Decoder<unknown> | undefined;
   #holds = 0;
   #handlerDone = false;
@@ -163,8 +164,7 @@ export class Conn implements AsyncIterable<Buffer> {
     socket.on('end', onEnd);
     socket.on('error', onError);
     socket.on('close', onClose);
-    socket.on('drain', onDrain);
-    socket.on('finish', onFinish);
+    // 'drain' and 'finish' listeners are added when first needed (a write waits; end()).
     if (idleTimeout > 0) {
       socket.setTimeout(idleTimeout);
       socket.on('timeout', onTimeout);
@@ -295,7 +295,13 @@ export class Conn implements AsyncIterable<Buffer> {
         signal: undefined,
         onAbort: undefined,
       };
-      if (this.#writers === NO_WAITERS) this.#writers = [];
+      if (this.#writers === NO_WAITERS) {
+        if (!this.#drainHooked) {
+          this.#drainHooked = true;
+          socket.on('drain', onDrain);
+        }
+        this.#writers = [];
+      }
       this.#writers.push(waiter);
       if (opts !== undefined) this.#arm(waiter, opts, 'write');
     });
@@ -313,6 +319,7 @@ export class Conn implements AsyncIterable<Buffer> {
   end(data?: string | Uint8Array): Promise<void> {
     const socket = this.socket;
     if (this.#state !== 'closed') this.#setState('closing');
+    if (this.#finished === undefined) socket.on('finish', onFinish);
     if (!socket.writableEnded && !socket.destroyed) {
       if (data === undefined) socket.end();
       else socket.end(data);
