@@ -50,10 +50,34 @@ const LINGER_MS = 2_000;
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const noop = (): void => {};
+const noopValue = (_value: unknown): void => {};
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
 const RESOLVED: Promise<void> = Promise.resolve();
 
 type ReadResult = Buffer | null | IteratorResult<Buffer, undefined>;
+
+/**
+ * `new Promise(capture)` hands over the resolving functions without allocating an executor
+ * closure per call; they are picked up right after the constructor returns.
+ */
+let capturedResolve: (value: unknown) => void = noopValue;
+let capturedReject: (error: Error) => void = noopValue;
+function capture(resolve: (value: never) => void, reject: (error: Error) => void): void {
+  capturedResolve = resolve as (value: unknown) => void;
+  capturedReject = reject;
+}
+
+function newWaiter(): Waiter {
+  return {
+    resolve: noopValue,
+    reject: noopValue,
+    iter: false,
+    decoder: undefined,
+    timer: undefined,
+    signal: undefined,
+    onAbort: undefined,
+  };
+}
 
 /**
  * Shared placeholders: most connections never queue input or wait for `drain`, so their
@@ -142,7 +166,9 @@ export class Conn implements AsyncIterable<Buffer> {
   #closeError: ConnClosedError | undefined;
   /** The socket emitted `'close'`. */
   #closed = false;
+  /** The pending read, if any: `#readWaiter` while a read waits. */
   #reader: Waiter | undefined;
+  #readWaiter: Waiter | undefined;
   #writers: Waiter[] = NO_WAITERS;
   #drainHooked = false;
   #decoder: Decoder<unknown> | undefined;
@@ -247,6 +273,7 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
     if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
+    if (opts?.signal?.aborted) return Promise.reject(new AbortedError(opts.signal.reason));
     this.#decoder = decoder;
     try {
       // Frames already complete in the decoder or in queued input are returned without waiting.
@@ -285,26 +312,19 @@ export class Conn implements AsyncIterable<Buffer> {
     if (socket.write(data)) return RESOLVED;
     // Waiting for drain is work in progress: a pending read alongside is no longer idle.
     if (this.#state === 'idle') this.#setState('active');
-    const waiting = new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve: resolve as Waiter['resolve'],
-        reject,
-        iter: false,
-        decoder: undefined,
-        timer: undefined,
-        signal: undefined,
-        onAbort: undefined,
-      };
-      if (this.#writers === NO_WAITERS) {
-        if (!this.#drainHooked) {
-          this.#drainHooked = true;
-          socket.on('drain', onDrain);
-        }
-        this.#writers = [];
+    const waiting = new Promise<void>(capture);
+    const waiter = newWaiter();
+    waiter.resolve = capturedResolve;
+    waiter.reject = capturedReject;
+    if (this.#writers === NO_WAITERS) {
+      if (!this.#drainHooked) {
+        this.#drainHooked = true;
+        socket.on('drain', onDrain);
       }
-      this.#writers.push(waiter);
-      if (opts !== undefined) this.#arm(waiter, opts, 'write');
-    });
+      this.#writers = [];
+    }
+    this.#writers.push(waiter);
+    if (opts !== undefined) this.#arm(waiter, opts, 'write');
     // A write the handler did not await must not become an unhandled rejection if the peer
     // goes away; an awaited one still rejects.
     waiting.catch(noop);
@@ -406,6 +426,7 @@ export class Conn implements AsyncIterable<Buffer> {
       this.#disarm(reader);
       reader.resolve(reader.iter ? DONE : null);
     }
+    this.#readWaiter = undefined; // no more reads: let the last promise and its value go
     if (this.#paused) {
       this.#paused = false;
       this.socket.resume();
@@ -420,6 +441,7 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
     if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
+    if (opts?.signal?.aborted) return Promise.reject(new AbortedError(opts.signal.reason));
     if (this.#queue.length > 0) {
       const chunk = this.#take();
       return Promise.resolve(iter ? { value: chunk, done: false } : chunk);
@@ -436,20 +458,17 @@ export class Conn implements AsyncIterable<Buffer> {
     iter: boolean,
     decoder: Decoder<unknown> | undefined,
   ): Promise<ReadResult> {
-    return new Promise<ReadResult>((resolve, reject) => {
-      const reader: Waiter = {
-        resolve: resolve as Waiter['resolve'],
-        reject,
-        iter,
-        decoder,
-        timer: undefined,
-        signal: undefined,
-        onAbort: undefined,
-      };
-      this.#reader = reader;
-      if (opts !== undefined) this.#arm(reader, opts, 'read');
-      this.#maybeIdle();
-    });
+    const promise = new Promise<ReadResult>(capture);
+    // One read is pending at a time, so one waiter object serves them all (no allocation per read).
+    const reader = (this.#readWaiter ??= newWaiter());
+    reader.resolve = capturedResolve;
+    reader.reject = capturedReject;
+    reader.iter = iter;
+    reader.decoder = decoder;
+    this.#reader = reader;
+    if (opts !== undefined) this.#arm(reader, opts, 'read');
+    this.#maybeIdle();
+    return promise;
   }
 
   /**
@@ -569,6 +588,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (opts.signal !== undefined) {
       const signal = opts.signal;
       if (signal.aborted) {
+        // Only a write gets here (reads refuse an aborted signal up front): its data is queued.
         queueMicrotask(() => fail(new AbortedError(signal.reason)));
         return;
       }
@@ -585,9 +605,18 @@ export class Conn implements AsyncIterable<Buffer> {
     }
   }
 
+  /** Clears a settled waiter's deadline and cancellation. */
   #disarm(waiter: Waiter): void {
-    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+    if (waiter.timer !== undefined) {
+      clearTimeout(waiter.timer);
+      waiter.timer = undefined;
+    }
+    if (waiter.onAbort !== undefined) {
+      waiter.signal?.removeEventListener('abort', waiter.onAbort);
+      waiter.signal = undefined;
+      waiter.onAbort = undefined;
+    }
+    waiter.decoder = undefined;
   }
 
   #setState(next: ConnState): void {
@@ -660,6 +689,7 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #onClose(): void {
     this.#closed = true;
+    this.#readWaiter = undefined;
     if (this.#linger !== undefined) clearTimeout(this.#linger);
     const reader = this.#reader;
     if (reader !== undefined) {
