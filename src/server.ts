@@ -468,18 +468,21 @@ export class Server extends EventEmitter implements ConnOwner {
   /** Runs the handler and turns its outcome into a graceful end or a destroy. */
   #run(conn: Conn): void {
     conn.start();
-    void this.#runHandler(conn);
-  }
-
-  /** One suspended frame per connection (cheaper than `.then` closures); it never rejects. */
-  async #runHandler(conn: Conn): Promise<void> {
+    let result: void | Promise<void>;
     try {
-      await this.#options.handler(conn.ctx, conn);
+      result = this.#options.handler(conn.ctx, conn);
     } catch (error) {
       this.#handlerFailed(conn, error);
       return;
     }
-    conn.handlerDone(false);
+    // `.then` with two arrows costs less per connection than an async wrapper frame (measured:
+    // a suspended frame adds a generator and two await closures).
+    if (result != null && typeof (result as Promise<void>).then === 'function') {
+      (result as Promise<void>).then(
+        () => conn.handlerDone(false),
+        (error: unknown) => this.#handlerFailed(conn, error),
+      );
+    } else conn.handlerDone(false);
   }
 
   #handlerFailed(conn: Conn, error: unknown): void {
