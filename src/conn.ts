@@ -37,6 +37,8 @@ export interface IoOptions {
 
 /** @internal What a connection reports to the server that owns it. */
 export interface ConnOwner {
+  /** Whether transitions other than `closed` need reporting (someone listens). */
+  readonly watching: boolean;
   onState(conn: Conn, state: ConnState, prev: ConnState): void;
   onIdleTimeout(conn: Conn): void;
 }
@@ -623,7 +625,7 @@ export class Conn implements AsyncIterable<Buffer> {
     const prev = this.#state;
     if (prev === next || prev === 'closed') return;
     this.#state = next;
-    this.#owner.onState(this, next, prev);
+    if (next === 'closed' || this.#owner.watching) this.#owner.onState(this, next, prev);
   }
 
   #peer(): { address: string | undefined; port: number | undefined } {

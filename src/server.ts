@@ -121,7 +121,6 @@ export class Server extends EventEmitter implements ConnOwner {
   #readyFlag = true;
   #nextId = 1;
   readonly #conns = new Set<Conn>();
-  readonly #counts = { new: 0, active: 0, idle: 0, closing: 0 };
   readonly #totals = { accepted: 0, rejected: 0, closed: 0, forced: 0, errors: 0, idleTimeouts: 0 };
   #shutdown: Shutdown | undefined;
   /** A state change is being announced; changes made meanwhile wait in `#deferred`. */
@@ -225,7 +224,15 @@ export class Server extends EventEmitter implements ConnOwner {
 
   /** A snapshot of the connection gauges and counters. */
   stats(): ServerStats {
-    return { open: this.#conns.size, ...this.#counts, ...this.#totals };
+    // Gauges are counted here, not on every transition: the hot path stays free of bookkeeping.
+    const gauges = { open: 0, new: 0, active: 0, idle: 0, closing: 0 };
+    for (const conn of this.#conns) {
+      const state = conn.state;
+      if (state === 'closed') continue; // its removal is still being announced
+      gauges[state]++;
+      gauges.open++;
+    }
+    return { ...gauges, ...this.#totals };
   }
 
   /**
@@ -285,8 +292,6 @@ export class Server extends EventEmitter implements ConnOwner {
   }
 
   #applyState(conn: Conn, state: ConnState, prev: ConnState): void {
-    const counts = this.#counts;
-    counts[prev as keyof typeof counts]--;
     if (state === 'closed') {
       this.#conns.delete(conn);
       this.#totals.closed++;
@@ -297,9 +302,17 @@ export class Server extends EventEmitter implements ConnOwner {
           this.#totals.forced++;
         } else shutdown.graceful++;
       }
-    } else counts[state]++;
+    }
     this.#publishState(conn, state, prev);
     if (state === 'closed' && this.#phase === 'closing') this.#finishIfDone();
+  }
+
+  /**
+   * @internal True when someone observes state changes: only then does a connection report
+   * transitions other than `closed` (stats() counts states when asked).
+   */
+  get watching(): boolean {
+    return this.#stateListeners > 0 || channels.connState.hasSubscribers;
   }
 
   /** @internal Called when a connection saw no bytes either way for `idleTimeout` ms. */
@@ -394,7 +407,6 @@ export class Server extends EventEmitter implements ConnOwner {
     const stream = secure === undefined ? socket : this.#wrapTls(socket, secure);
     const conn = new Conn(this, id, stream, new Context(this, id), options.idleTimeout);
     this.#conns.add(conn);
-    this.#counts.new++;
     this.#totals.accepted++;
     this.#publishState(conn, 'new', undefined);
     if (options.maxConnectionAge > 0) this.#limitAge(conn, options.maxConnectionAge);
