@@ -17,6 +17,7 @@ import {
   AbortedError,
   ConcurrentReadError,
   ConnClosedError,
+  InvalidOptionError,
   ReadTimeoutError,
   WriteTimeoutError,
 } from './errors.js';
@@ -67,6 +68,17 @@ let capturedReject: (error: Error) => void = noopValue;
 function capture(resolve: (value: never) => void, reject: (error: Error) => void): void {
   capturedResolve = resolve as (value: unknown) => void;
   capturedReject = reject;
+}
+
+const validTimeout = (timeout: unknown): boolean => typeof timeout === 'number' && timeout >= 0;
+const badTimeout = (timeout: unknown): InvalidOptionError =>
+  new InvalidOptionError(`timeout must be a number of ms >= 0 or Infinity, got ${String(timeout)}`);
+
+/** Why a read must fail before it starts: a malformed timeout, or a signal already aborted. */
+function refuseOptions(opts: IoOptions): Error | undefined {
+  if (opts.timeout !== undefined && !validTimeout(opts.timeout)) return badTimeout(opts.timeout);
+  if (opts.signal?.aborted) return new AbortedError(opts.signal.reason);
+  return undefined;
 }
 
 function newWaiter(): Waiter {
@@ -194,7 +206,7 @@ export class Conn implements AsyncIterable<Buffer> {
     socket.on('close', onClose);
     // 'drain' and 'finish' listeners are added when first needed (a write waits; end()).
     if (idleTimeout > 0) {
-      socket.setTimeout(idleTimeout);
+      socket.setTimeout(Math.min(idleTimeout, MAX_TIMER_MS));
       socket.on('timeout', onTimeout);
     }
   }
@@ -275,7 +287,10 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
     if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
-    if (opts?.signal?.aborted) return Promise.reject(new AbortedError(opts.signal.reason));
+    if (opts !== undefined) {
+      const refused = refuseOptions(opts);
+      if (refused !== undefined) return Promise.reject(refused);
+    }
     this.#decoder = decoder;
     try {
       // Frames already complete in the decoder or in queued input are returned without waiting.
@@ -307,6 +322,8 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   write(data: string | Uint8Array, opts?: IoOptions): Promise<void> {
     const socket = this.socket;
+    if (opts?.timeout !== undefined && !validTimeout(opts.timeout))
+      return Promise.reject(badTimeout(opts.timeout));
     if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
     if (this.#closed || socket.destroyed || socket.writableEnded) {
       return Promise.reject(new ConnClosedError('connection is closed for writing'));
@@ -443,7 +460,10 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
     if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
-    if (opts?.signal?.aborted) return Promise.reject(new AbortedError(opts.signal.reason));
+    if (opts !== undefined) {
+      const refused = refuseOptions(opts);
+      if (refused !== undefined) return Promise.reject(refused);
+    }
     if (this.#queue.length > 0) {
       const chunk = this.#take();
       return Promise.resolve(iter ? { value: chunk, done: false } : chunk);

@@ -125,8 +125,6 @@ export class Server extends EventEmitter implements ConnOwner {
   #shutdown: Shutdown | undefined;
   /** A state change is being announced; changes made meanwhile wait in `#deferred`. */
   #notifying = false;
-  /** How many `'connState'` listeners there are, kept current so the hot path need not ask. */
-  #stateListeners = 0;
   readonly #deferred: Array<{ conn: Conn; state: ConnState; prev: ConnState }> = [];
   #markServing!: () => void;
   #failServing!: (error: Error) => void;
@@ -146,12 +144,7 @@ export class Server extends EventEmitter implements ConnOwner {
       this.#failServing = reject;
     });
     this.serving.catch(noop); // a rejection nobody awaits is not an error
-    this.on('newListener', (event: string | symbol) => {
-      if (event === 'connState') this.#stateListeners++;
-    });
-    this.on('removeListener', (event: string | symbol) => {
-      if (event === 'connState') this.#stateListeners--;
-    });
+
     this.stopped = new Promise<ShutdownReport>((resolve) => {
       this.#markStopped = resolve;
     });
@@ -244,10 +237,15 @@ export class Server extends EventEmitter implements ConnOwner {
    * (`close({ timeout: 0 })` forces at once).
    */
   close(options: CloseOptions = {}): Promise<ShutdownReport> {
-    const timeout =
-      options.timeout === undefined
-        ? this.#options.shutdownTimeout
-        : duration('timeout', options.timeout, true);
+    let timeout: number;
+    try {
+      timeout =
+        options.timeout === undefined
+          ? this.#options.shutdownTimeout
+          : duration('timeout', options.timeout, true);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.#shutdown === undefined && this.#phase === 'stopped') return this.stopped; // listen failed
     const shutdown = this.#shutdown ?? this.#beginShutdown(timeout);
     if (this.#phase === 'closing') {
@@ -303,8 +301,12 @@ export class Server extends EventEmitter implements ConnOwner {
         } else shutdown.graceful++;
       }
     }
-    this.#publishState(conn, state, prev);
-    if (state === 'closed' && this.#phase === 'closing') this.#finishIfDone();
+    try {
+      this.#publishState(conn, state, prev);
+    } finally {
+      // A listener that throws must not leave a shutdown waiting forever.
+      if (state === 'closed' && this.#phase === 'closing') this.#finishIfDone();
+    }
   }
 
   /**
@@ -312,7 +314,7 @@ export class Server extends EventEmitter implements ConnOwner {
    * transitions other than `closed` (stats() counts states when asked).
    */
   get watching(): boolean {
-    return this.#stateListeners > 0 || channels.connState.hasSubscribers;
+    return this.listenerCount('connState') > 0 || channels.connState.hasSubscribers;
   }
 
   /** @internal Called when a connection saw no bytes either way for `idleTimeout` ms. */
@@ -409,21 +411,16 @@ export class Server extends EventEmitter implements ConnOwner {
     this.#conns.add(conn);
     this.#totals.accepted++;
     this.#publishState(conn, 'new', undefined);
-    if (options.maxConnectionAge > 0) this.#limitAge(conn, options.maxConnectionAge);
+    if (options.maxConnectionAge > 0 && options.maxConnectionAge <= MAX_TIMER_MS) {
+      this.#limitAge(conn, options.maxConnectionAge);
+    }
     if (secure === undefined) this.#run(conn);
     else this.#afterHandshake(conn, stream as TLSSocket);
   };
 
   #wrapTls(socket: Socket, secureContext: SecureContext): TLSSocket {
-    const tls = this.#options.tls!;
-    return new TLSSocket(socket, {
-      isServer: true,
-      secureContext,
-      requestCert: tls.requestCert ?? false,
-      rejectUnauthorized: tls.rejectUnauthorized ?? true,
-      ...(tls.ALPNProtocols === undefined ? {} : { ALPNProtocols: tls.ALPNProtocols }),
-      ...(tls.SNICallback === undefined ? {} : { SNICallback: tls.SNICallback }),
-    });
+    // Every server-side option (ALPN, SNI, PSK, client certificates, tracing) as tls.Server takes them.
+    return new TLSSocket(socket, { ...this.#options.tls, isServer: true, secureContext });
   }
 
   /** Drains the connection once it is `age` ms old: it ends at its next idle moment. */
@@ -434,7 +431,8 @@ export class Server extends EventEmitter implements ConnOwner {
 
   /** A TLS connection stays `new` until its handshake completes, within `handshakeTimeout`. */
   #afterHandshake(conn: Conn, socket: TLSSocket): void {
-    const timer = setTimeout(() => socket.destroy(), this.#options.handshakeTimeout);
+    const limit = this.#options.handshakeTimeout;
+    const timer = limit <= MAX_TIMER_MS ? setTimeout(() => socket.destroy(), limit) : undefined;
     const onClose = (): void => clearTimeout(timer);
     socket.once('close', onClose);
     socket.once('secure', () => {
@@ -465,7 +463,8 @@ export class Server extends EventEmitter implements ConnOwner {
       return true;
     }
     socket.authorized = false;
-    socket.authorizationError = error;
+    // As tls.Server does: the OpenSSL code, e.g. 'DEPTH_ZERO_SELF_SIGNED_CERT'.
+    (socket as unknown as { authorizationError: string }).authorizationError = error.code ?? error.message;
     return tls.rejectUnauthorized === false;
   }
 
@@ -515,16 +514,12 @@ export class Server extends EventEmitter implements ConnOwner {
   #isClosure(conn: Conn, error: unknown): boolean {
     if (error instanceof ConnClosedError) return true;
     const reason = conn.ctx.cancelReason;
-    return (
-      reason !== undefined &&
-      (error === reason ||
-        (error instanceof Error && (error.cause === reason || error.name === 'AbortError')))
-    );
+    return reason !== undefined && (error === reason || (error instanceof Error && error.cause === reason));
   }
 
   #publishState(conn: Conn, state: ConnState, prev: ConnState | undefined): void {
     if (channels.connState.hasSubscribers) channels.connState.publish({ server: this, conn, state, prev });
-    if (this.#stateListeners > 0) this.emit('connState', conn, state, prev);
+    if (this.listenerCount('connState') > 0) this.emit('connState', conn, state, prev);
   }
 
   #beginShutdown(timeout: number): Shutdown {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from './conn.js';
 import { InvalidOptionError } from './errors.js';
 import { duration } from './options.js';
 
@@ -116,6 +117,10 @@ export function shutdownOnSignals(
   }
   if (timeout !== undefined) duration('timeout', timeout, true);
   duration('drainDelay', drainDelay, false);
+  if (drainDelay > MAX_TIMER_MS) {
+    // setTimeout fires at once beyond 2^31-1 ms: a drain delay that long is a mistake.
+    throw new InvalidOptionError(`drainDelay must be at most ${MAX_TIMER_MS} ms, got ${drainDelay}`);
+  }
   duration('progressInterval', progressInterval, false);
 
   let phase: 'waiting' | 'draining' | 'closing' | 'forced' = 'waiting';

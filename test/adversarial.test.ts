@@ -6,7 +6,6 @@
  *
  * Every test checks the gauges add up at every `connState` event and that each connection's
  * transitions are legal and observed in order; no unhandled rejection may happen in this file.
- * Tests marked `todo: 'BUG: ...'` fail on purpose until the core is fixed.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
@@ -43,7 +42,7 @@ after(() => {
   assert.deepEqual(unhandled, [], 'no unhandled rejections');
 });
 
-// A failing test (a `todo` one above all) must not leave a server or a socket keeping the
+// A failing test must not leave a server or a socket keeping the
 // process alive: everything a test opens is tracked and torn down after it.
 const servers = new Set<Server>();
 const sockets = new Set<net.Socket>();
@@ -562,9 +561,7 @@ test('handlers returning non-promise values (a number, a string, an object) end 
   finish(srv, violations);
 });
 
-test('a handler returning null (plain JS) must not crash the process', {
-  todo: 'BUG: server.ts #run reads result.then on null: a TypeError thrown from the connection event',
-}, async () => {
+test('a handler returning null (plain JS) must not crash the process', async () => {
   const { stdout } = await run(
     process.execPath,
     ['--import', 'tsx', 'test/fixtures/adv-crash.ts', 'null-return'],
@@ -677,9 +674,7 @@ test('close() from a connState listener: listeners registered after it still see
   finish(srv, violations);
 });
 
-test('conn.end() from a connState listener (a policy ending idle connections): later listeners see transitions in order', {
-  todo: 'BUG: server.ts onState/#publishState re-enter: the nested idle>closing reaches later listeners before the outer active>idle',
-}, async () => {
+test('conn.end() from a connState listener (a policy ending idle connections): later listeners see transitions in order', async () => {
   const { srv, port } = await serveOn({
     handler: async (_ctx, conn) => {
       for await (const chunk of conn) await conn.write(chunk);
@@ -698,9 +693,7 @@ test('conn.end() from a connState listener (a policy ending idle connections): l
   await srv.close();
   finish(srv, violations);
 });
-test('close() from a listening listener: the server stops and never reports ready after the shutdown', {
-  todo: "BUG: server.ts #bindAll emits 'ready' true (and resolves nothing) after a 'listening' listener began the shutdown",
-}, async () => {
+test('close() from a listening listener: the server stops and never reports ready after the shutdown', async () => {
   const events: string[] = [];
   const srv = createServer({ network: 'tcp4', address: '127.0.0.1:0', handler: () => {} });
   servers.add(srv);
@@ -850,9 +843,7 @@ test('writes of empty data resolve and send nothing; end() with empty data still
   finish(srv, violations);
 });
 
-test('a write waiting for drain when end() is called resolves once its data is flushed', {
-  todo: "BUG: conn.ts write()/end(): Writable emits no 'drain' once ending, so the waiter is rejected at 'close' though every byte was delivered",
-}, async () => {
+test('a write waiting for drain when end() is called resolves once its data is flushed', async () => {
   const size = 4 * 1024 * 1024;
   const outcome = latch<string>();
   const { srv, port } = await serveOn({
@@ -884,9 +875,7 @@ test('a write waiting for drain when end() is called resolves once its data is f
   finish(srv, violations);
 });
 
-test('a large write left un-awaited when the handler returns must not crash the process', {
-  todo: "BUG: conn.ts handlerDone/end(): the write's waiter is rejected at 'close' (no 'drain' once ending): an unhandled rejection",
-}, async () => {
+test('a large write left un-awaited when the handler returns must not crash the process', async () => {
   const { stdout } = await run(
     process.execPath,
     ['--import', 'tsx', 'test/fixtures/adv-crash.ts', 'fire-and-forget'],
@@ -896,9 +885,7 @@ test('a large write left un-awaited when the handler returns must not crash the 
   assert.deepEqual([result.received, result.open], [4 * 1024 * 1024, 0]);
 });
 
-test('a write waiting for drain while a read is pending makes the connection active, not idle', {
-  todo: 'BUG: conn.ts write() queues a waiter without leaving idle: an idle connection with a pending write',
-}, async () => {
+test('a write waiting for drain while a read is pending makes the connection active, not idle', async () => {
   const observed = latch<string>();
   const { srv, port } = await serveOn({
     handler: async (_ctx, conn) => {
@@ -926,9 +913,7 @@ test('a write waiting for drain while a read is pending makes the connection act
 // Timeouts beyond setTimeout's range
 // ---------------------------------------------------------------------------------------------
 
-test('close({ timeout }) beyond 2^31-1 ms does not force at once', {
-  todo: 'BUG: server.ts #tighten passes the timeout to setTimeout, which fires after 1 ms above 2^31-1',
-}, async () => {
+test('close({ timeout }) beyond 2^31-1 ms does not force at once', async () => {
   const release = latch();
   const started = latch();
   const { srv, port } = await serveOn({
@@ -952,9 +937,7 @@ test('close({ timeout }) beyond 2^31-1 ms does not force at once', {
   finish(srv, violations);
 });
 
-test('read({ timeout }) beyond 2^31-1 ms does not time out at once', {
-  todo: 'BUG: conn.ts #arm passes the timeout to setTimeout, which fires after 1 ms above 2^31-1',
-}, async () => {
+test('read({ timeout }) beyond 2^31-1 ms does not time out at once', async () => {
   const { srv, port } = await serveOn({
     handler: async (_ctx, conn) => {
       const chunk = await conn.read({ timeout: 2 ** 31 }).catch((e: { code?: string }) => e.code);
@@ -979,7 +962,6 @@ test('read({ timeout }) beyond 2^31-1 ms does not time out at once', {
 
 test('requestCert with rejectUnauthorized: a client with an untrusted certificate never reaches the handler', {
   skip: tlsSkip,
-  todo: "BUG: server.ts #wrapTls/#afterHandshake: a bare TLSSocket never checks verifyError (tls.Server's onServerSocketSecure does)",
 }, async () => {
   assert.ok(typeof serverPki !== 'string' && typeof roguePki !== 'string');
   let served = 0;
@@ -1026,9 +1008,7 @@ test('requestCert with rejectUnauthorized: a client with an untrusted certificat
   finish(srv, violations);
 });
 
-test('after end(), a read that comes after the socket closed cleanly still gets the queued input, then null', {
-  todo: 'BUG: conn.ts #onClose sets #closeError on a clean close and #read/readFrame check it before #eof: end of stream becomes ERR_CONN_CLOSED',
-}, async () => {
+test('after end(), a read that comes after the socket closed cleanly still gets the queued input, then null', async () => {
   const got = latch<string[]>();
   const { srv, port } = await serveOn({
     handler: async (_ctx, conn) => {
@@ -1058,9 +1038,7 @@ test('after end(), a read that comes after the socket closed cleanly still gets 
   finish(srv, violations);
 });
 
-test('a write that times out while a read is pending leaves the connection idle, and a shutdown ends it', {
-  todo: "BUG: conn.ts #arm's fail() moves idle to active for a failed write too, and nothing re-evaluates idleness",
-}, async () => {
+test('a write that times out while a read is pending leaves the connection idle, and a shutdown ends it', async () => {
   const size = 8 * 1024 * 1024;
   const observed = latch<string>();
   const { srv, port } = await serveOn({
@@ -1093,7 +1071,6 @@ test('a write that times out while a read is pending leaves the connection idle,
 
 test('requestCert: a client resuming its TLS session is served again', {
   skip: tlsSkip,
-  todo: 'BUG: server.ts constructor: createSecureContext(tls) without the sessionIdContext tls.Server defaults to: resumption fails with an internal-error alert',
 }, async () => {
   assert.ok(typeof serverPki !== 'string');
   const { srv, port } = await serveOn({
@@ -1132,4 +1109,148 @@ test('requestCert: a client resuming its TLS session is served again', {
   await waitForStats(srv, (s) => s.open === 0);
   await srv.close();
   finish(srv, violations);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Observers and the remaining timers
+// ---------------------------------------------------------------------------------------------
+
+test('after removeAllListeners(), a new connState listener still gets every transition', async () => {
+  const { srv, port } = await serveOn({
+    handler: async (_ctx, conn) => {
+      for await (const chunk of conn) await conn.write(chunk);
+    },
+  });
+  srv.on('connState', () => {});
+  srv.removeAllListeners(); // e.g. a test harness or a hot reload resetting its observers
+  const { violations, history } = watch(srv);
+  const client = await dial(port);
+  client.resume();
+  await waitForStats(srv, (s) => s.idle === 1);
+  client.end();
+  await closed(client);
+  await srv.close();
+  assert.deepEqual(history.get(1), [
+    '->new',
+    'new>active',
+    'active>idle',
+    'idle>active',
+    'active>closing',
+    'closing>closed',
+  ]);
+  finish(srv, violations);
+});
+
+test('maxConnectionAge beyond 2^31-1 ms does not drain connections at once', async () => {
+  let reason: unknown;
+  const { srv, port } = await serveOn({
+    maxConnectionAge: 2 ** 31,
+    handler: async (ctx, conn) => {
+      ctx.signal.addEventListener('abort', () => {
+        reason = ctx.signal.reason;
+      });
+      for await (const chunk of conn) await conn.write(chunk);
+    },
+  });
+  const { violations } = watch(srv);
+  const client = await dial(port);
+  const received = collect(client);
+  await waitForStats(srv, (s) => s.idle === 1 || s.open === 0);
+  await sleep(100); // far more than the 1 ms the overflowing timer takes
+  client.end('still here');
+  assert.equal((await received).toString(), 'still here');
+  assert.equal(reason, undefined, `ctx.signal aborted: ${String(reason)}`);
+  await waitForStats(srv, (s) => s.open === 0);
+  await srv.close();
+  finish(srv, violations);
+});
+
+test('handshakeTimeout beyond 2^31-1 ms does not drop handshaking peers at once', {
+  skip: tlsSkip,
+}, async () => {
+  assert.ok(typeof serverPki !== 'string');
+  const { srv, port } = await serveOn({
+    tls: { key: serverPki.key, cert: serverPki.cert },
+    handshakeTimeout: 2 ** 31,
+    handler: async (_ctx, conn) => {
+      await conn.write('hi');
+    },
+  });
+  const { violations } = watch(srv);
+  const slow = await dial(port); // a peer that has not sent its ClientHello yet
+  slow.on('error', () => {});
+  await waitForStats(srv, (s) => s.new === 1 || s.open === 0);
+  await sleep(100); // far more than the 1 ms the overflowing timer takes
+  assert.equal(srv.stats().new, 1, 'the handshaking peer was dropped');
+  const slowClosed = closed(slow);
+  await srv.close({ timeout: 5_000 });
+  await slowClosed;
+  finish(srv, violations);
+});
+
+test('requestCert without rejectUnauthorized: authorized/authorizationError as tls.Server reports them', {
+  skip: tlsSkip,
+}, async () => {
+  assert.ok(typeof serverPki !== 'string' && typeof roguePki !== 'string');
+  const options = { key: serverPki.key, cert: serverPki.cert, ca: [serverPki.cert], requestCert: true };
+  const clientOptions = {
+    host: '127.0.0.1',
+    ca: serverPki.cert,
+    servername: 'localhost',
+    key: roguePki.key,
+    cert: roguePki.cert,
+  };
+  // The oracle: node's own tls.Server with the same options.
+  const reference = tls.createServer({ ...options, rejectUnauthorized: false }, (socket) => {
+    socket.end(JSON.stringify([socket.authorized, socket.authorizationError]));
+  });
+  await new Promise<void>((resolve) => reference.listen(0, '127.0.0.1', resolve));
+  const referencePort = (reference.address() as net.AddressInfo).port;
+  try {
+    const expected = (
+      await collect(track(tls.connect({ ...clientOptions, port: referencePort })))
+    ).toString();
+    const { srv, port } = await serveOn({
+      tls: { ...options, rejectUnauthorized: false },
+      handler: async (_ctx, conn) => {
+        const socket = conn.socket as tls.TLSSocket;
+        await conn.end(JSON.stringify([socket.authorized, socket.authorizationError]));
+      },
+    });
+    const { violations } = watch(srv);
+    const actual = (await collect(track(tls.connect({ ...clientOptions, port })))).toString();
+    assert.equal(actual, expected);
+    await waitForStats(srv, (s) => s.open === 0);
+    await srv.close();
+    finish(srv, violations);
+  } finally {
+    reference.close();
+  }
+});
+
+test('idleTimeout beyond 2^31-1 ms: connections are served and nothing is printed', async () => {
+  const warnings: string[] = [];
+  const onWarning = (warning: Error): void => void warnings.push(`${warning.name}: ${warning.message}`);
+  process.on('warning', onWarning);
+  try {
+    const { srv, port } = await serveOn({
+      idleTimeout: 2 ** 31,
+      handler: async (_ctx, conn) => {
+        for await (const chunk of conn) await conn.write(chunk);
+      },
+    });
+    const { violations } = watch(srv);
+    const client = await dial(port);
+    const received = collect(client);
+    await waitForStats(srv, (s) => s.idle === 1 || s.open === 0);
+    client.end('hello');
+    assert.equal((await received).toString(), 'hello');
+    await waitForStats(srv, (s) => s.open === 0);
+    await srv.close();
+    await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+    assert.deepEqual(warnings, []);
+    finish(srv, violations);
+  } finally {
+    process.off('warning', onWarning);
+  }
 });

@@ -1,0 +1,115 @@
+/**
+ * Per-connection heap breakdown, framework vs baseline: starts each echo server, opens `--conns`
+ * idle connections, takes a heap snapshot with and without them, and prints the retained-object
+ * difference per connection grouped by constructor (self sizes), biggest first. Use it to see
+ * what an idle connection costs and where.
+ *
+ * Run: `npx tsx bench/heap.ts [--conns 2000] [--top 25]`
+ *
+ * @module
+ */
+
+import { readFileSync, rmSync } from 'node:fs';
+import { num, parseArgs } from './lib/args.js';
+import { fullConfig, serverScript, serverSpec } from './lib/config.js';
+import {
+  buildChildren,
+  installExitHooks,
+  killAll,
+  LineChild,
+  LOAD_CPU,
+  nodeArgv,
+  ServerChild,
+} from './lib/proc.js';
+
+interface Snapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
+  nodes: number[];
+  strings: string[];
+}
+
+/** Self size and count per `type:name` of every node in a .heapsnapshot file. */
+function histogram(file: string): Map<string, { size: number; count: number }> {
+  const snap = JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
+  const fields = snap.snapshot.meta.node_fields;
+  const types = snap.snapshot.meta.node_types[0];
+  const width = fields.length;
+  const [iType, iName, iSize] = ['type', 'name', 'self_size'].map((f) => fields.indexOf(f)) as [
+    number,
+    number,
+    number,
+  ];
+  const out = new Map<string, { size: number; count: number }>();
+  for (let i = 0; i < snap.nodes.length; i += width) {
+    const type = types[snap.nodes[i + iType]!]!;
+    let name = snap.strings[snap.nodes[i + iName]!]!;
+    // Strings and code are keyed by type only; objects and closures by constructor/function name.
+    if (type === 'string' || type === 'concatenated string' || type === 'sliced string' || type === 'code')
+      name = '';
+    if (type === 'number' || type === 'hidden' || type === 'array') name = name.slice(0, 40);
+    const key = `${type}:${name}`;
+    const e = out.get(key) ?? { size: 0, count: 0 };
+    e.size += snap.nodes[i + iSize]!;
+    e.count++;
+    out.set(key, e);
+  }
+  return out;
+}
+
+async function measure(side: 'framework' | 'baseline', conns: number) {
+  const cfg = fullConfig();
+  const sc = await ServerChild.start(
+    serverSpec(cfg, serverScript(cfg, side, 'echo'), `heap-${side}`, { raiseNofile: true }),
+  );
+  let client: LineChild | undefined;
+  try {
+    const before = String((await sc.call('heap', 120_000)).file);
+    client = new LineChild({
+      argv: [...nodeArgv('bench/load/idle.ts'), '--port', String(sc.port), '--conns', String(conns)],
+      cpu: LOAD_CPU,
+      raiseNofile: true,
+    });
+    await client.waitFor('connected', 60_000);
+    for (let i = 0; i < 500 && Number((await sc.call('open')).open) < conns; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const after = String((await sc.call('heap', 120_000)).file);
+    const h0 = histogram(before);
+    const h1 = histogram(after);
+    rmSync(before);
+    rmSync(after);
+    const diff = new Map<string, { size: number; count: number }>();
+    for (const [k, v] of h1) {
+      const b = h0.get(k) ?? { size: 0, count: 0 };
+      diff.set(k, { size: (v.size - b.size) / conns, count: (v.count - b.count) / conns });
+    }
+    return diff;
+  } finally {
+    client?.kill();
+    await sc.stop();
+  }
+}
+
+installExitHooks();
+const args = parseArgs();
+const conns = num(args, 'conns', 2000);
+const top = num(args, 'top', 25);
+buildChildren();
+const fw = await measure('framework', conns);
+const base = await measure('baseline', conns);
+const keys = new Set([...fw.keys(), ...base.keys()]);
+const rows = [...keys]
+  .map((k) => ({ k, f: fw.get(k) ?? { size: 0, count: 0 }, b: base.get(k) ?? { size: 0, count: 0 } }))
+  .sort((x, y) => y.f.size - y.b.size - (x.f.size - x.b.size));
+const sum = (m: Map<string, { size: number }>) => [...m.values()].reduce((a, v) => a + v.size, 0);
+console.log(`heap per idle connection (${conns} connections, self sizes, bytes)`);
+console.log(`framework ${sum(fw).toFixed(0)} B, baseline ${sum(base).toFixed(0)} B\n`);
+console.log(
+  `${'framework'.padStart(10)} ${'baseline'.padStart(10)} ${'extra'.padStart(8)}  objects/conn (fw)  type:name`,
+);
+for (const { k, f, b } of rows.slice(0, top)) {
+  console.log(
+    `${f.size.toFixed(0).padStart(10)} ${b.size.toFixed(0).padStart(10)} ${(f.size - b.size).toFixed(0).padStart(8)}  ${f.count.toFixed(2).padStart(17)}  ${k}`,
+  );
+}
+killAll();

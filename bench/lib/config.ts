@@ -1,0 +1,91 @@
+/**
+ * Bench sizes for the full run and for `--quick`, and the server start specs shared by workloads.
+ *
+ * @module
+ */
+
+import { nodeArgv, SERVER_CPU, type SpawnSpec } from './proc.js';
+import type { Results } from './results.js';
+
+/** Every size and count the workloads use, so a run is bounded by construction. */
+export interface BenchConfig {
+  quick: boolean;
+  /** Runs per server per figure (alternated A B A B ...). */
+  runs: number;
+  /** Write a V8 CPU profile of every server child to bench/results/profiles/. */
+  profile: boolean;
+  /** A/A calibration: the baseline runs in the framework's place, so ratios show the noise floor. */
+  aa: boolean;
+  /** Only RESP configurations whose label contains this (e.g. `GET -P 16`); all when empty. */
+  match: string;
+  resp: { clients: number; pipeline: number; nPlain: number; nPipelined: number; warmupN: number };
+  echo: { conns: number; size: number; seconds: number; warmupSeconds: number };
+  pingpong: { count: number; warmup: number };
+  churn: { count: number; concurrency: number; seconds: number; warmupCount: number };
+  scale: { conns: number; parallel: number };
+  drain: { conns: number; maxMs: number };
+}
+
+/** The full bench: about 15 minutes on the 2-core reference machine. */
+export function fullConfig(runs = 5): BenchConfig {
+  return {
+    quick: false,
+    runs,
+    profile: false,
+    aa: false,
+    match: '',
+    resp: { clients: 50, pipeline: 16, nPlain: 300_000, nPipelined: 2_000_000, warmupN: 100_000 },
+    echo: { conns: 64, size: 64 * 1024, seconds: 5, warmupSeconds: 2 },
+    pingpong: { count: 20_000, warmup: 2_000 },
+    churn: { count: 20_000, concurrency: 16, seconds: 20, warmupCount: 5_000 },
+    scale: { conns: 10_000, parallel: 256 },
+    drain: { conns: 100, maxMs: 200 },
+  };
+}
+
+/** Smoke mode: every path once with tiny counts; checks nothing about speed. */
+export function quickConfig(): BenchConfig {
+  return {
+    quick: true,
+    runs: 1,
+    profile: false,
+    aa: false,
+    match: '',
+    resp: { clients: 50, pipeline: 16, nPlain: 2_000, nPipelined: 10_000, warmupN: 0 },
+    echo: { conns: 8, size: 64 * 1024, seconds: 0.3, warmupSeconds: 0 },
+    pingpong: { count: 300, warmup: 50 },
+    churn: { count: 300, concurrency: 8, seconds: 5, warmupCount: 0 },
+    scale: { conns: 200, parallel: 64 },
+    drain: { conns: 10, maxMs: 20 },
+  };
+}
+
+/** What a workload gets from the runner. */
+export interface WorkloadContext {
+  cfg: BenchConfig;
+  results: Results;
+  log: (msg: string) => void;
+}
+
+/** Spec for a TypeScript server child pinned to the server core. */
+export function serverSpec(
+  cfg: BenchConfig,
+  script: string,
+  tag: string,
+  opts: { raiseNofile?: boolean; env?: NodeJS.ProcessEnv } = {},
+): SpawnSpec {
+  // --expose-gc lets the scale workload collect before reading RSS; it costs nothing otherwise.
+  const flags = ['--expose-gc'];
+  // One directory per server: the loader-hooks thread writes a profile of its own (thread id != 0).
+  if (cfg.profile) flags.push('--cpu-prof', `--cpu-prof-dir=bench/results/profiles/${tag}`);
+  return { argv: nodeArgv(script, flags), cpu: SERVER_CPU, raiseNofile: opts.raiseNofile, env: opts.env };
+}
+
+/** Server scripts per side; `--aa` swaps the framework's for the baseline's. */
+export function serverScript(
+  cfg: BenchConfig,
+  side: 'framework' | 'baseline',
+  kind: 'echo' | 'resp' | 'oneshot',
+): string {
+  return side === 'framework' && !cfg.aa ? `bench/servers/${kind}.ts` : `bench/baseline/${kind}.ts`;
+}

@@ -1,0 +1,164 @@
+/**
+ * Collects per-run samples, reduces them to medians and ratios, judges the targets, and renders
+ * the table and the JSON file.
+ *
+ * @module
+ */
+
+import { median } from './stats.js';
+
+/** Which server produced a sample. `redis` is redis-server, the reference floor for RESP. */
+export type Side = 'framework' | 'baseline' | 'redis';
+
+/** A target on one figure. */
+export type Target =
+  /** framework / baseline must be at most `max` (costs, latencies, memory). */
+  | { kind: 'ratioMax'; max: number }
+  /** framework / baseline must be at least `min` (throughputs). */
+  | { kind: 'ratioMin'; min: number }
+  /** the framework's median must be below `below` (absolute, in the figure's unit). */
+  | { kind: 'absBelow'; below: number };
+
+/** One figure of one workload (e.g. RESP GET -P 16, CPU µs per request). */
+export interface Figure {
+  workload: string;
+  figure: string;
+  unit: string;
+  target?: Target;
+  samples: Partial<Record<Side, number[]>>;
+}
+
+/** A figure reduced to medians, ratio and verdict, as written to JSON. */
+export interface FigureResult {
+  workload: string;
+  figure: string;
+  unit: string;
+  target: Target | null;
+  framework: { median: number; runs: number[] } | null;
+  baseline: { median: number; runs: number[] } | null;
+  redis: { median: number; runs: number[] } | null;
+  /** framework median / baseline median, or null without both. */
+  ratio: number | null;
+  /**
+   * Median of the per-run ratios framework[i] / baseline[i] (run i of each side are neighbours in
+   * time), which cancels slow drift of the machine's speed; null without both.
+   */
+  pairedRatio: number | null;
+  /** null when the figure has no target. */
+  pass: boolean | null;
+}
+
+/** Share of the server core used by other processes during one measured run. */
+export interface Interference {
+  workload: string;
+  side: Side;
+  run: number;
+  /** 0..1 of the run's wall time. */
+  foreign: number;
+}
+
+/** Accumulates samples across runs, keyed by workload + figure. */
+export class Results {
+  private readonly figures = new Map<string, Figure>();
+  /** Per measured run, how much of the server core others used (noise from outside the bench). */
+  readonly interference: Interference[] = [];
+
+  /** Records a run's interference (see `metered()`). */
+  noteInterference(workload: string, side: Side, run: number, foreign: number): void {
+    this.interference.push({ workload, side, run, foreign });
+  }
+
+  /** Declares a figure (idempotent) so its unit and target are known. */
+  define(workload: string, figure: string, unit: string, target?: Target): void {
+    const key = `${workload}\u0000${figure}`;
+    if (!this.figures.has(key)) this.figures.set(key, { workload, figure, unit, target, samples: {} });
+  }
+
+  add(workload: string, figure: string, side: Side, value: number): void {
+    const f = this.figures.get(`${workload}\u0000${figure}`);
+    if (!f) throw new Error(`figure not defined: ${workload} / ${figure}`);
+    (f.samples[side] ??= []).push(value);
+  }
+
+  reduce(): FigureResult[] {
+    return [...this.figures.values()].map((f) => {
+      const side = (s: Side) => {
+        const runs = f.samples[s];
+        return runs?.length ? { median: median(runs), runs } : null;
+      };
+      const framework = side('framework');
+      const baseline = side('baseline');
+      const ratio =
+        framework && baseline && baseline.median !== 0 ? framework.median / baseline.median : null;
+      const pairs =
+        framework && baseline
+          ? framework.runs.flatMap((v, i) => (baseline.runs[i] ? [v / baseline.runs[i]!] : []))
+          : [];
+      const pairedRatio = pairs.length ? median(pairs) : null;
+      let pass: boolean | null = null;
+      const t = f.target;
+      if (t?.kind === 'ratioMax') pass = ratio !== null && ratio <= t.max;
+      else if (t?.kind === 'ratioMin') pass = ratio !== null && ratio >= t.min;
+      else if (t?.kind === 'absBelow') pass = framework !== null && framework.median < t.below;
+      return {
+        workload: f.workload,
+        figure: f.figure,
+        unit: f.unit,
+        target: t ?? null,
+        framework,
+        baseline,
+        redis: side('redis'),
+        ratio,
+        pairedRatio,
+        pass,
+      };
+    });
+  }
+}
+
+/** Human form of a target. */
+export function targetText(t: Target | null): string {
+  if (!t) return '';
+  if (t.kind === 'ratioMax') return `ratio <= ${t.max.toFixed(2)}`;
+  if (t.kind === 'ratioMin') return `ratio >= ${t.min.toFixed(2)}`;
+  return `< ${t.below}`;
+}
+
+function fmt(n: number | undefined | null): string {
+  if (n === undefined || n === null || Number.isNaN(n)) return '-';
+  const a = Math.abs(n);
+  if (a >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (a >= 1e4) return n.toFixed(0);
+  if (a >= 100) return n.toFixed(1);
+  if (a >= 1) return n.toFixed(2);
+  return n.toFixed(3);
+}
+
+/** Renders the results as an aligned text table (markdown-compatible). */
+export function renderTable(rows: FigureResult[], { checked }: { checked: boolean }): string {
+  const header = [
+    'workload',
+    'figure',
+    'framework',
+    'baseline',
+    'ratio',
+    'paired',
+    'redis-server',
+    'target',
+    'result',
+  ];
+  const body = rows.map((r) => [
+    r.workload,
+    `${r.figure} (${r.unit})`,
+    fmt(r.framework?.median),
+    fmt(r.baseline?.median),
+    r.ratio === null ? '-' : r.ratio.toFixed(3),
+    r.pairedRatio === null ? '-' : r.pairedRatio.toFixed(3),
+    fmt(r.redis?.median),
+    targetText(r.target),
+    r.pass === null ? '' : !checked ? (r.pass ? '(pass)' : '(fail)') : r.pass ? 'PASS' : 'FAIL',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}

@@ -1,0 +1,187 @@
+/**
+ * `npm run bench`: every workload against the framework and the raw `node:net` baseline, run
+ * alternately, reduced to medians and framework/baseline ratios, judged against the targets of
+ * the performance issue, printed as a table and written to bench/results/latest.json (and a
+ * timestamped copy).
+ *
+ * Flags: `--quick` (smoke mode: every path once, tiny counts, checks nothing about speed),
+ * `--runs N` (default 5), `--only resp,echo,churn,scale,drain`, `--profile` (V8 CPU profiles of the
+ * server children into bench/results/profiles/), `--aa` (A/A calibration: baseline vs baseline),
+ * `--match 'GET -P 16'` (only the RESP configurations whose label contains the text).
+ *
+ * @module
+ */
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { num, parseArgs } from './lib/args.js';
+import { type BenchConfig, fullConfig, quickConfig, type WorkloadContext } from './lib/config.js';
+import {
+  buildChildren,
+  CLK_TCK,
+  commandLog,
+  installExitHooks,
+  killAll,
+  LOAD_CPU,
+  PINNED,
+  ROOT,
+  SERVER_CPU,
+} from './lib/proc.js';
+import { type FigureResult, Results, renderTable } from './lib/results.js';
+import { runChurn } from './workloads/churn.js';
+import { runDrain } from './workloads/drain.js';
+import { runEcho } from './workloads/echo.js';
+import { have, runResp } from './workloads/resp.js';
+import { runScale } from './workloads/scale.js';
+
+const WORKLOADS = ['resp', 'echo', 'churn', 'scale', 'drain'] as const;
+type Workload = (typeof WORKLOADS)[number];
+
+function cpuModel(): string {
+  const info = readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /^model name\s*:\s*(.+)$/m.exec(info)?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
+  const mhz = /^cpu MHz\s*:\s*(.+)$/m.exec(info)?.[1];
+  return `${model.trim()}${mhz ? ` @ ${Number(mhz).toFixed(0)} MHz` : ''} x ${os.cpus().length}`;
+}
+
+function toolVersion(cmd: string): string {
+  try {
+    return execFileSync(cmd, ['--version'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'not installed';
+  }
+}
+
+function gitCommit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return 'none';
+  }
+}
+
+async function main(): Promise<number> {
+  installExitHooks();
+  // The harness itself stays off the server core (it only waits on children, but still).
+  if (PINNED) execFileSync('taskset', ['-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' });
+  const args = parseArgs();
+  const quick = args.has('quick');
+  const cfg: BenchConfig = quick ? quickConfig() : fullConfig(num(args, 'runs', 5));
+  cfg.profile = args.has('profile');
+  cfg.aa = args.has('aa');
+  cfg.match = args.get('match') ?? '';
+  const only = new Set((args.get('only') ?? WORKLOADS.join(',')).split(',') as Workload[]);
+  for (const w of only)
+    if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; use ${WORKLOADS}`);
+  if (cfg.profile) mkdirSync(path.join(ROOT, 'bench/results/profiles'), { recursive: true });
+
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    v8: process.versions.v8,
+    cpu: cpuModel(),
+    kernel: `${os.type()} ${os.release()}`,
+    clkTck: CLK_TCK,
+    redisBenchmark: toolVersion('redis-benchmark'),
+    redisServer: toolVersion('redis-server'),
+    commit: gitCommit(),
+    mode: quick ? 'quick' : 'full',
+    aa: cfg.aa,
+    runs: cfg.runs,
+    pinning: PINNED
+      ? `servers: taskset -c ${SERVER_CPU}; load generators and this runner: taskset -c ${LOAD_CPU}`
+      : 'NOT PINNED (needs taskset and 2 CPUs): speed figures are meaningless',
+    config: cfg,
+    commands: [] as string[],
+  };
+  console.log(
+    `tcpserver bench (${meta.mode}${cfg.aa ? ', A/A calibration' : ''}), ${cfg.runs} run(s) per server`,
+  );
+  console.log(`node ${meta.node} (V8 ${meta.v8}), ${meta.cpu}, ${meta.kernel}, CLK_TCK ${CLK_TCK}`);
+  console.log(`${meta.redisBenchmark}; ${meta.redisServer}`);
+  console.log(`${meta.pinning}\n`);
+
+  buildChildren();
+  const results = new Results();
+  const t0 = Date.now();
+  const ctx: WorkloadContext = { cfg, results, log: (m) => console.log(m) };
+  for (const w of WORKLOADS) {
+    if (!only.has(w)) continue;
+    if (w === 'drain' && cfg.aa) continue; // framework-only figure
+    if (w === 'resp' && !have('redis-benchmark')) {
+      const msg = 'redis-benchmark not found: install redis-tools (apt-get install redis-tools)';
+      if (process.env.CI === 'true') throw new Error(msg);
+      console.log(`[resp] skipped: ${msg}`);
+      continue;
+    }
+    console.log(`[${w}]`);
+    const started = Date.now();
+    if (w === 'resp') await runResp(ctx);
+    else if (w === 'echo') await runEcho(ctx);
+    else if (w === 'churn') await runChurn(ctx);
+    else if (w === 'scale') await runScale(ctx);
+    else await runDrain(ctx);
+    console.log(`[${w}] ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  }
+
+  const rows: FigureResult[] = results.reduce();
+  meta.commands = [...commandLog];
+  const failed = rows.filter((r) => r.pass === false);
+  console.log(
+    `medians of ${cfg.runs} run(s); ratio = framework / baseline; ${((Date.now() - t0) / 1000).toFixed(0)} s total\n`,
+  );
+  console.log(renderTable(rows, { checked: !quick }));
+  const disturbed = results.interference.filter((i) => i.foreign > 0.05);
+  if (disturbed.length) {
+    const worst = Math.max(...disturbed.map((i) => i.foreign));
+    console.log(
+      `\nwarning: in ${disturbed.length} of ${results.interference.length} measured runs other processes used more than 5% of the server core (worst ${(worst * 100).toFixed(0)}%): the machine was not quiet, expect noise.`,
+    );
+  }
+  console.log('\ncommands:');
+  for (const c of meta.commands) console.log(`  ${c}`);
+
+  const dir = path.join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const json = `${JSON.stringify({ meta, figures: rows, interference: results.interference }, null, 2)}\n`;
+  const stamp = meta.date.replace(/[:.]/g, '-');
+  // Only a full, unprofiled, real run is "latest" (what the chart and the README show).
+  const partial = WORKLOADS.some((w) => !only.has(w)) || cfg.match !== '';
+  const name = quick ? 'quick' : cfg.aa ? 'aa' : cfg.profile ? 'profile' : partial ? 'partial' : 'latest';
+  writeFileSync(path.join(dir, `${name}.json`), json);
+  if (quick) console.log(`\nwrote bench/results/${name}.json`);
+  else {
+    // Timestamped copies keep the history; smoke runs (CI) only overwrite quick.json.
+    writeFileSync(path.join(dir, `${name}-${stamp}.json`), json);
+    console.log(`\nwrote bench/results/${name}.json and ${name}-${stamp}.json`);
+    if (name === 'latest') {
+      execFileSync(process.execPath, ['--import', 'tsx', 'bench/chart.ts'], { cwd: ROOT, stdio: 'inherit' });
+    }
+  }
+
+  if (quick) {
+    console.log('\n--quick: every workload path ran; speed is not checked in smoke mode.');
+    return 0;
+  }
+  if (failed.length) {
+    console.log(
+      `\n${failed.length} target(s) FAILED: ${failed.map((f) => `${f.workload} ${f.figure}`).join('; ')}`,
+    );
+    return 1;
+  }
+  console.log('\nall targets PASS');
+  return 0;
+}
+
+main()
+  .then((code) => {
+    killAll();
+    process.exitCode = code;
+  })
+  .catch((e: unknown) => {
+    console.error(e);
+    killAll();
+    process.exitCode = 2;
+  });

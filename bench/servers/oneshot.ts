@@ -1,0 +1,28 @@
+/**
+ * Framework one-shot server for the churn workload: read one chunk, answer it, end the connection
+ * (a connection-per-request protocol; the server closes first, so TIME_WAIT stays on the server
+ * side and one client can churn without exhausting its ephemeral ports).
+ *
+ * @module
+ */
+
+import * as tcpserver from '../../src/index.js';
+import { type BenchServer, HOST, runServerChild } from '../lib/server-child.js';
+
+await runServerChild(async (): Promise<BenchServer> => {
+  const srv = tcpserver.createServer({
+    network: 'tcp4',
+    address: `${HOST}:0`,
+    handler: async (_ctx, conn) => {
+      const chunk = await conn.read();
+      if (chunk) await conn.end(chunk);
+    },
+  });
+  const [addr] = await srv.listen();
+  if (!addr || addr.network === 'unix') throw new Error('expected a TCP listener');
+  return {
+    port: addr.port,
+    open: () => srv.stats().open,
+    close: async () => ({ report: await srv.close({ timeout: 10_000 }) }),
+  };
+});

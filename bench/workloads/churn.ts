@@ -1,0 +1,64 @@
+/**
+ * Connection churn against the one-shot servers (framework and raw `node:net`): one client process
+ * opens connections as fast as it can, one 1-byte round trip each, and the server closes.
+ *
+ * @module
+ */
+
+import { serverScript, serverSpec, type WorkloadContext } from '../lib/config.js';
+import { lastJson, loadSpec, metered, runToEnd, ServerChild } from '../lib/proc.js';
+import type { Side } from '../lib/results.js';
+
+interface ChurnResult {
+  conns: number;
+  errors: number;
+  unanswered: number;
+  connsPerSec: number;
+}
+
+/** Runs the churn figures. */
+export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<void> {
+  const C = 'churn';
+  results.define(C, 'CPU per connection', 'µs', { kind: 'ratioMax', max: 1.05 });
+  results.define(C, 'connections/s', 'conn/s', { kind: 'ratioMin', min: 0.95 });
+
+  const churn = (port: number, count: number) =>
+    runToEnd(
+      loadSpec('bench/load/churn.ts', {
+        port,
+        count,
+        concurrency: cfg.churn.concurrency,
+        seconds: cfg.churn.seconds,
+      }),
+      cfg.churn.seconds * 1000 + 30_000,
+    ).then((o) => lastJson<ChurnResult>(o));
+
+  const servers: { side: Side; sc: ServerChild }[] = [];
+  try {
+    for (const side of ['framework', 'baseline'] as const) {
+      const spec = serverSpec(cfg, serverScript(cfg, side, 'oneshot'), `churn-${side}`);
+      servers.push({ side, sc: await ServerChild.start(spec) });
+    }
+    if (!cfg.quick) {
+      for (const { side, sc } of servers) {
+        log(`  warmup ${side}`);
+        await churn(sc.port, cfg.churn.warmupCount);
+      }
+    }
+    for (let run = 0; run < cfg.runs; run++) {
+      for (const { side, sc } of servers) {
+        const { value: r, m } = await metered(sc.pid, () => churn(sc.port, cfg.churn.count));
+        const cpu = m.cpu;
+        results.noteInterference(C, side, run, m.foreign);
+        if (r.conns === 0 || r.unanswered) throw new Error(`${side} churn failed: ${JSON.stringify(r)}`);
+        results.add(C, 'CPU per connection', side, cpu / r.conns);
+        results.add(C, 'connections/s', side, r.connsPerSec);
+        log(
+          `  ${C} run ${run + 1} ${side}: ${(cpu / r.conns).toFixed(1)} µs/conn, ${r.connsPerSec.toFixed(0)} conn/s (${r.errors} errors)`,
+        );
+      }
+    }
+  } finally {
+    for (const { sc } of servers) await sc.stop();
+  }
+}
