@@ -21,6 +21,7 @@
 
 import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../src/index.js';
+import { consoleLogger } from './console-logger.js';
 
 /** Options of {@link createChatServer}: the server's own, plus the longest accepted line. */
 export interface ChatServerOptions extends Omit<tcpserver.ServerOptions, 'handler'> {
@@ -188,24 +189,10 @@ async function main(): Promise<void> {
   const srv = createChatServer({ address: process.env.ADDRESS ?? DEFAULT_ADDRESS });
   const bound = await srv.listen();
   console.log(`chat: listening on ${bound.map(tcpserver.formatAddress).join(', ')}`);
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (++signals === 1) {
-      console.log(`chat: ${signal}: saying goodbye (send it again to force)`);
-      void srv.close();
-    } else {
-      console.log(`chat: ${signal}: forcing`);
-      void srv.close({ timeout: 0 });
-    }
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const report = await srv.serve();
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  console.log(
-    `chat: stopped in ${report.durationMs} ms (${report.graceful} graceful, ${report.forced} forced)`,
-  );
+  // First SIGINT/SIGTERM drains (with progress lines), a second one forces; the report ends it.
+  const shutdown = tcpserver.shutdownOnSignals(srv, { logger: consoleLogger('chat') });
+  const report = await shutdown.done;
+  process.exitCode = report.forced === 0 ? 0 : 1;
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -8,6 +8,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../src/index.js';
+import { consoleLogger } from './console-logger.js';
 
 /** Builds the echo server; exported so tests and benchmarks run the very same code. */
 export function createEchoServer(address = ':8080', idleTimeout = 60_000): tcpserver.Server {
@@ -34,7 +35,7 @@ async function main(): Promise<void> {
   );
   const shutdown = tcpserver.shutdownOnSignals(srv, {
     timeout: 10_000,
-    logger: consoleLogger,
+    logger: consoleLogger('echo'),
   });
   const addresses = await srv.listen();
   console.log(
@@ -43,14 +44,6 @@ async function main(): Promise<void> {
   const report = await shutdown.done; // progress and the final report are printed by the helper
   process.exitCode = report.forced === 0 ? 0 : 1;
 }
-
-/** Prints the signal helper's progress lines as plain text. */
-const consoleLogger: tcpserver.Logger = {
-  debug: () => {},
-  info: (_obj, msg) => console.log(msg),
-  warn: (_obj, msg) => console.log(msg),
-  error: (_obj, msg) => console.error(msg),
-};
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main().catch((error: Error & { code?: string }) => {

@@ -19,6 +19,7 @@
 
 import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../src/index.js';
+import { consoleLogger } from './console-logger.js';
 import { execute } from './resp/commands.js';
 import { type RespCommand, RespDecoder, type RespDecoderOptions } from './resp/decoder.js';
 import { ReplyWriter } from './resp/reply.js';
@@ -112,24 +113,10 @@ async function main(): Promise<void> {
   const srv = createRespServer({ address: process.env.ADDRESS ?? DEFAULT_ADDRESS });
   const bound = await srv.listen();
   console.log(`resp: listening on ${bound.map(tcpserver.formatAddress).join(', ')}`);
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (++signals === 1) {
-      console.log(`resp: ${signal}: draining (send it again to force)`);
-      void srv.close();
-    } else {
-      console.log(`resp: ${signal}: forcing`);
-      void srv.close({ timeout: 0 });
-    }
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const report = await srv.serve();
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  console.log(
-    `resp: stopped in ${report.durationMs.toFixed(1)} ms (${report.graceful} graceful, ${report.forced} forced)`,
-  );
+  // First SIGINT/SIGTERM drains (with progress lines), a second one forces; the report ends it.
+  const shutdown = tcpserver.shutdownOnSignals(srv, { logger: consoleLogger('resp') });
+  const report = await shutdown.done;
+  process.exitCode = report.forced === 0 ? 0 : 1;
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

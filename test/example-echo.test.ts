@@ -47,7 +47,7 @@ test('npm start: echoes, logs one line per connection, drains on Ctrl-C and prin
   const [code] = await exited;
   assert.equal(code, 0);
   assert.ok(
-    output.some((l) => /^shutdown complete: 1 graceful, 0 forced/.test(l)),
+    output.some((l) => /^echo: shutdown complete: 1 graceful, 0 forced/.test(l)),
     output.join('\n'),
   );
 });

@@ -371,8 +371,8 @@ describe('RESP server over raw sockets', () => {
     const [code] = await exited;
     await all; // the idle client got a FIN
     assert.equal(code, 0);
-    assert.match(output, /SIGTERM: draining/);
-    assert.match(output, /stopped in [\d.]+ ms \(1 graceful, 0 forced\)/);
+    assert.match(output, /received SIGTERM, shutting down gracefully/);
+    assert.match(output, /shutdown complete: 1 graceful, 0 forced, in \d+ ms/);
   });
 
   test('bad limits are refused before anything binds', () => {
