@@ -18,17 +18,17 @@
 import { applyOptions, type Option, resolveOptions, type ServerOptions } from './options.js';
 import { Server } from './server.js';
 
-export type { BoundAddress, Network } from './address.js';
+export type { BoundAddress, ListenSpec, Network } from './address.js';
 export { formatAddress } from './address.js';
 export * from './codec/index.js';
-export type { ConnState, IoOptions } from './conn.js';
+export type { ConnOwner, ConnState, IoOptions } from './conn.js';
 export { Conn } from './conn.js';
 export { Context } from './context.js';
 export { channels } from './diagnostics.js';
 export * from './errors.js';
-export type { HealthServer, HealthServerOptions } from './health.js';
+export type { HealthAddress, HealthServer, HealthServerOptions, HealthTarget } from './health.js';
 export { healthServer } from './health.js';
-export type { Handler, ListenerOption, Logger, Option, ServerOptions } from './options.js';
+export type { Handler, ListenerOption, Logger, Option, ResolvedOptions, ServerOptions } from './options.js';
 export {
   address,
   handler,
@@ -47,7 +47,13 @@ export {
 } from './options.js';
 export type { CloseOptions, ServerStats, ShutdownReport } from './server.js';
 export { Server } from './server.js';
-export type { ShutdownOnSignalsOptions, SignalShutdown } from './signals.js';
+export type {
+  ShutdownOnSignalsOptions,
+  SignalLogger,
+  SignalShutdown,
+  SignalShutdownReport,
+  SignalShutdownTarget,
+} from './signals.js';
 export { shutdownOnSignals } from './signals.js';
 export type { SystemdListener } from './systemd.js';
 export { SystemdActivationError, systemdListeners } from './systemd.js';
