@@ -13,20 +13,10 @@
 import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, register as globalRegistry, Histogram, type Registry } from 'prom-client';
 import { InvalidOptionError } from './errors.js';
+import type { ServerStats } from './server.js';
 
-/** The counters `srv.stats()` returns (the subset the metrics read). */
-export interface MetricsStats {
-  new: number;
-  active: number;
-  idle: number;
-  closing: number;
-  accepted: number;
-  rejected: number;
-  closed: number;
-  forced: number;
-  errors: number;
-  idleTimeouts: number;
-}
+/** The counters `srv.stats()` returns that the metrics read. */
+export type MetricsStats = Omit<ServerStats, 'open'>;
 
 /** The part of a `Server` that {@link instrument} uses: its stats, readiness, and its events. */
 export interface MetricsTarget extends Pick<EventEmitter, 'on' | 'off'> {

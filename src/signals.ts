@@ -9,13 +9,10 @@
 import { MAX_TIMER_MS } from './conn.js';
 import { InvalidOptionError } from './errors.js';
 import { duration } from './options.js';
+import type { ShutdownReport } from './server.js';
 
-/** What `close()` resolves with: how many connections ended gracefully, how many were forced. */
-export interface SignalShutdownReport {
-  graceful: number;
-  forced: number;
-  durationMs: number;
-}
+/** What `close()` resolves with: the server's {@link ShutdownReport}. */
+export type SignalShutdownReport = ShutdownReport;
 
 /**
  * The part of a `Server` that {@link shutdownOnSignals} uses. A `tcpserver` `Server` has all of it;

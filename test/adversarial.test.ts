@@ -8,12 +8,9 @@
  * transitions are legal and observed in order; no unhandled rejection may happen in this file.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, afterEach, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,7 +27,7 @@ import {
   type Server,
   type ServerOptions,
 } from '../src/index.js';
-import { assertNoLeaks, collect, readBytes, startServer, waitForStats } from './helpers.js';
+import { assertNoLeaks, collect, makeCertificate, readBytes, startServer, waitForStats } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -124,47 +121,8 @@ function finish(srv: Server, violations: string[]): void {
   assertNoLeaks(srv);
 }
 
-/** Generates a throwaway EC key and self-signed certificate; a string means "skip: no openssl". */
-function makeCert(cn: string): { key: Buffer; cert: Buffer } | string {
-  if (spawnSync('openssl', ['version']).status !== 0) {
-    if (process.env.CI === 'true') throw new Error('openssl is required for the TLS tests in CI');
-    return 'openssl CLI not found: TLS tests skipped';
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'tcpserver-adv-'));
-  try {
-    const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
-    const r = spawnSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-subj',
-        `/CN=${cn}`,
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-days',
-        '1',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { encoding: 'utf8' },
-    );
-    assert.equal(r.status, 0, `openssl failed: ${r.stderr}`);
-    return { key: readFileSync(key), cert: readFileSync(cert) };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-const serverPki = makeCert('localhost');
-const roguePki = makeCert('rogue');
+const serverPki = makeCertificate('localhost');
+const roguePki = makeCertificate('rogue');
 const tlsSkip = typeof serverPki === 'string' ? serverPki : typeof roguePki === 'string' ? roguePki : false;
 
 /** Resolves when `socket` has closed, whatever the reason (unlike `once()`, an error does not reject). */

@@ -3,8 +3,12 @@
  * and check that nothing leaked. One helper serves every test file.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server, type ServerOptions } from '../src/index.js';
 
 /** Starts a server on 127.0.0.1:0 (unless `address`/`network` say otherwise) and returns it with its port. */
@@ -123,4 +127,46 @@ export async function assertPortFree(port: number): Promise<void> {
     assert.fail(`port ${port} is taken (${err.code}): something was bound`);
   });
   await closeNet(server);
+}
+
+/**
+ * A throwaway self-signed certificate (EC P-256, valid for localhost, 127.0.0.1 and ::1) made with
+ * the openssl CLI. A string means "skip: no openssl" (outside CI; under `CI=true` it throws).
+ */
+export function makeCertificate(cn = 'localhost'): { key: Buffer; cert: Buffer } | string {
+  if (spawnSync('openssl', ['version']).status !== 0) {
+    if (process.env.CI === 'true') throw new Error('openssl is required for the TLS tests in CI');
+    return 'openssl CLI not found (apt-get install openssl): TLS tests skipped';
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'tcpserver-pki-'));
+  try {
+    const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
+    const r = spawnSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-subj',
+        `/CN=${cn}`,
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
+        '-days',
+        '1',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(r.status, 0, `openssl failed: ${r.stderr}`);
+    return { key: readFileSync(key), cert: readFileSync(cert) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

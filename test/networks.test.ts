@@ -4,10 +4,10 @@
  * listeners (`net.Server`, `{ fd }`); listen errors that keep the OS code.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,15 @@ import {
   type ServerOptions,
   TcpServerError,
 } from '../src/index.js';
-import { assertNoLeaks, closeNet, collect, listenNet, readBytes, stopAndCheck } from './helpers.js';
+import {
+  assertNoLeaks,
+  closeNet,
+  collect,
+  listenNet,
+  makeCertificate,
+  readBytes,
+  stopAndCheck,
+} from './helpers.js';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -221,44 +229,6 @@ describe('unix networks', () => {
     assertNoLeaks(srv);
   });
 });
-
-/** A throwaway self-signed certificate for localhost, made with the openssl CLI. */
-function makeCertificate(): { key: Buffer; cert: Buffer } | string {
-  if (spawnSync('openssl', ['version']).status !== 0) {
-    if (process.env.CI === 'true') throw new Error('openssl is required for the TLS tests in CI');
-    return 'openssl CLI not found: TLS tests skipped';
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'tcpserver-pki-'));
-  try {
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    const r = spawnSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
-        '-days',
-        '1',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { encoding: 'utf8' },
-    );
-    assert.equal(r.status, 0, `openssl failed: ${r.stderr}`);
-    return { key: readFileSync(key), cert: readFileSync(cert) };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 describe('TLS', () => {
   const pki = makeCertificate();
