@@ -6,10 +6,8 @@
  * @module
  */
 
-import net from 'node:net';
-import { type BenchServer, HOST, runServerChild } from '../lib/server-child.js';
-
-const sockets = new Set<net.Socket>();
+import type net from 'node:net';
+import { runBaseline } from '../lib/baseline.js';
 
 function onData(this: net.Socket, chunk: Buffer): void {
   if (!this.write(chunk)) this.pause();
@@ -17,31 +15,8 @@ function onData(this: net.Socket, chunk: Buffer): void {
 function onDrain(this: net.Socket): void {
   this.resume();
 }
-function onClose(this: net.Socket): void {
-  sockets.delete(this);
-}
-function ignore(): void {}
 
-function onConnection(socket: net.Socket): void {
-  sockets.add(socket);
+await runBaseline((socket) => {
   socket.on('data', onData);
   socket.on('drain', onDrain);
-  socket.on('error', ignore);
-  socket.on('close', onClose);
-}
-
-await runServerChild(async (): Promise<BenchServer> => {
-  // noDelay as the framework's default does: one setsockopt per connection, same work on both sides.
-  const server = net.createServer({ noDelay: true }, onConnection);
-  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    open: () => sockets.size,
-    close: () =>
-      new Promise((resolve) => {
-        // Graceful, as by hand: stop accepting, FIN every idle socket, resolve when all are gone.
-        server.close(() => resolve({}));
-        for (const s of sockets) s.end();
-      }),
-  };
 });

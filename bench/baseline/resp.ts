@@ -7,16 +7,15 @@
  * @module
  */
 
-import net from 'node:net';
+import type net from 'node:net';
 import { execute } from '../../examples/resp/commands.js';
 import { type RespCommand, RespDecoder } from '../../examples/resp/decoder.js';
 import { ReplyWriter } from '../../examples/resp/reply.js';
 import { Store } from '../../examples/resp/store.js';
 import { FrameTooLargeError, InvalidFrameError } from '../../src/errors.js';
-import { type BenchServer, HOST, runServerChild } from '../lib/server-child.js';
+import { runBaseline } from '../lib/baseline.js';
 
 const store = new Store();
-const sockets = new Set<net.Socket>();
 
 /** Per-connection state, kept on one object instead of closures. */
 interface RespSocket extends net.Socket {
@@ -50,35 +49,13 @@ function onData(this: RespSocket, chunk: Buffer): void {
 function onDrain(this: net.Socket): void {
   this.resume();
 }
-function onClose(this: net.Socket): void {
-  sockets.delete(this);
-}
-function ignore(): void {}
+// The same expired-key sweeper as the example.
+const stopSweeper = store.startSweeper(100);
 
-function onConnection(socket: net.Socket): void {
+await runBaseline((socket) => {
   const s = socket as RespSocket;
   s.decoder = new RespDecoder();
   s.out = new ReplyWriter();
-  sockets.add(s);
   s.on('data', onData);
   s.on('drain', onDrain);
-  s.on('error', ignore);
-  s.on('close', onClose);
-}
-
-await runServerChild(async (): Promise<BenchServer> => {
-  // noDelay as the framework's default does; the same expired-key sweeper as the example.
-  const server = net.createServer({ noDelay: true }, onConnection);
-  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
-  const stopSweeper = store.startSweeper(100);
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    open: () => sockets.size,
-    close: () =>
-      new Promise((resolve) => {
-        stopSweeper();
-        server.close(() => resolve({}));
-        for (const s of sockets) s.end();
-      }),
-  };
-});
+}, stopSweeper);
