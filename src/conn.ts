@@ -461,7 +461,7 @@ export class Conn implements AsyncIterable<Buffer> {
     this.socket.destroy();
   }
 
-  /** @internal True when no write is waiting (used by the idle-timeout policy). */
+  /** @internal True while a write waits for `drain` (used by the idle-timeout policy). */
   get writing(): boolean {
     return this.#writers.length > 0;
   }

@@ -4,8 +4,9 @@
  * Lifecycle: `created` → (`listen()`) `serving` → (`close()`) `closing` → `stopped`. A server is
  * used once: after it stops, make a new one.
  *
- * Shutdown (DESIGN.md section 4) is event-driven: every connection reports each state change
- * through `onState`, and the close completes from inside the change that removes the last one.
+ * Shutdown (DESIGN.md section 4) is event-driven: every connection reports its `closed` transition
+ * through `onState` (and every other transition while someone observes them), and the close
+ * completes from inside the change that removes the last one.
  *
  * @module
  */
