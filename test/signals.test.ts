@@ -137,7 +137,10 @@ describe('shutdownOnSignals in a child process', () => {
     const closing = await child.waitFor('shutting down');
     // Timers count from the loop's cached clock, which may lag Date.now() by a few ms.
     assert.ok((over.time as number) - (start.time as number) >= drainDelay - 20);
-    assert.ok(child.lines.indexOf(closing) > child.lines.indexOf(over), 'listener closed after the delay');
+    assert.ok(
+      child.lines.indexOf(closing) > child.lines.indexOf(over),
+      `listener closed after the delay:\n${child.lines.map((l) => JSON.stringify(l)).join('\n')}`,
+    );
     const progress = child.all(/^draining: not ready/);
     assert.ok(progress.length >= 1, 'a progress line during the delay');
     assert.equal(progress[0]!.ready, false);
