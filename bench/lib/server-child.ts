@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
+import type { Server } from '../../src/index.js';
 
 /** What a server under test exposes to the harness. */
 export interface BenchServer {
@@ -84,4 +85,23 @@ export async function runServerChild(start: () => Promise<BenchServer>): Promise
   });
   rl.on('close', () => process.exit(0));
   reply({ event: 'ready', port: srv.port, pid: process.pid });
+}
+
+/**
+ * Listens a framework server on its TCP address and describes it to the harness: open
+ * connections from `stats()`, a graceful `close()` with the report. One helper for every
+ * framework server child.
+ */
+export async function benchFrameworkServer(
+  srv: Server,
+  commands?: BenchServer['commands'],
+): Promise<BenchServer> {
+  const [addr] = await srv.listen();
+  if (!addr || addr.network === 'unix') throw new Error('expected a TCP listener');
+  return {
+    port: addr.port,
+    open: () => srv.stats().open,
+    close: async () => ({ report: await srv.close({ timeout: 10_000 }) }),
+    ...(commands === undefined ? {} : { commands }),
+  };
 }

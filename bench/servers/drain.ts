@@ -10,7 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as tcpserver from '../../src/index.js';
-import { type BenchServer, HOST, runServerChild } from '../lib/server-child.js';
+import { type BenchServer, benchFrameworkServer, HOST, runServerChild } from '../lib/server-child.js';
 
 const conns = Number(process.env.BENCH_DRAIN_CONNS ?? 100);
 const maxMs = Number(process.env.BENCH_DRAIN_MAX_MS ?? 200);
@@ -60,20 +60,13 @@ await runServerChild(async (): Promise<BenchServer> => {
       }
     },
   });
-  const [addr] = await srv.listen();
-  if (!addr || addr.network === 'unix') throw new Error('expected a TCP listener');
-  return {
-    port: addr.port,
-    open: () => srv.stats().open,
-    close: async () => ({ report: await srv.close({ timeout: 10_000 }) }),
-    commands: {
-      // Waits (the harness bounds it) for the self-triggered close and reports its timings.
-      result: async () => {
-        const deadline = Date.now() + 20_000;
-        while (!closing && Date.now() < deadline) await sleep(5);
-        if (!closing) throw new Error(`only ${busy} of ${conns} requests arrived`);
-        return await closing;
-      },
+  return benchFrameworkServer(srv, {
+    // Waits (the harness bounds it) for the self-triggered close and reports its timings.
+    result: async () => {
+      const deadline = Date.now() + 20_000;
+      while (!closing && Date.now() < deadline) await sleep(5);
+      if (!closing) throw new Error(`only ${busy} of ${conns} requests arrived`);
+      return await closing;
     },
-  };
+  });
 });

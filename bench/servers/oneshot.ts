@@ -7,7 +7,7 @@
  */
 
 import * as tcpserver from '../../src/index.js';
-import { type BenchServer, HOST, runServerChild } from '../lib/server-child.js';
+import { type BenchServer, benchFrameworkServer, HOST, runServerChild } from '../lib/server-child.js';
 
 await runServerChild(async (): Promise<BenchServer> => {
   const srv = tcpserver.createServer({
@@ -18,11 +18,5 @@ await runServerChild(async (): Promise<BenchServer> => {
       if (chunk) await conn.end(chunk);
     },
   });
-  const [addr] = await srv.listen();
-  if (!addr || addr.network === 'unix') throw new Error('expected a TCP listener');
-  return {
-    port: addr.port,
-    open: () => srv.stats().open,
-    close: async () => ({ report: await srv.close({ timeout: 10_000 }) }),
-  };
+  return benchFrameworkServer(srv);
 });

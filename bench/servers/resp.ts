@@ -5,15 +5,9 @@
  */
 
 import { createRespServer } from '../../examples/resp.js';
-import { type BenchServer, HOST, runServerChild } from '../lib/server-child.js';
+import { type BenchServer, benchFrameworkServer, HOST, runServerChild } from '../lib/server-child.js';
 
 await runServerChild(async (): Promise<BenchServer> => {
   const srv = createRespServer({ network: 'tcp4', address: `${HOST}:0` });
-  const [addr] = await srv.listen();
-  if (!addr || addr.network === 'unix') throw new Error('expected a TCP listener');
-  return {
-    port: addr.port,
-    open: () => srv.stats().open,
-    close: async () => ({ report: await srv.close({ timeout: 10_000 }) }),
-  };
+  return benchFrameworkServer(srv);
 });
