@@ -100,7 +100,11 @@ async function serveConnection(conn: tcpserver.Conn, decoder: RespDecoder, store
       out.error(reply);
       close = true;
     }
-    for (const piece of out.take()) await conn.write(piece);
+    for (const piece of out.take()) {
+      const written = conn.write(piece);
+      // Accepted at once is the usual case: skip the await (a microtask per batch); a full socket waits.
+      if (conn.needsDrain) await written;
+    }
     if (close) {
       await conn.end();
       return;

@@ -75,6 +75,17 @@ const validTimeout = (timeout: unknown): boolean => typeof timeout === 'number' 
 const badTimeout = (timeout: unknown): InvalidOptionError =>
   new InvalidOptionError(`timeout must be a number of ms >= 0 or Infinity, got ${String(timeout)}`);
 
+/**
+ * A rejected write the handler may never await (see `Conn.needsDrain`): marked handled so the
+ * peer going away never becomes an unhandled rejection; an awaited one still rejects, and the
+ * next read or write reports the closed connection.
+ */
+function handledRejection(error: Error): Promise<never> {
+  const rejected = Promise.reject(error);
+  rejected.catch(noop);
+  return rejected;
+}
+
 /** Why a read must fail before it starts: a malformed timeout, or a signal already aborted. */
 function refuseOptions(opts: IoOptions): Error | undefined {
   if (opts.timeout !== undefined && !validTimeout(opts.timeout)) return badTimeout(opts.timeout);
@@ -117,14 +128,16 @@ function startLinger(conn: Conn): void {
 }
 
 function stopLinger(conn: Conn): void {
+  // The sweep stops itself once nothing lingers: clearing it here would restart it per connection.
   lingering.delete(conn);
-  if (lingering.size === 0 && lingerSweep !== undefined) {
-    clearInterval(lingerSweep);
-    lingerSweep = undefined;
-  }
 }
 
 function sweepLingering(): void {
+  if (lingering.size === 0) {
+    clearInterval(lingerSweep);
+    lingerSweep = undefined;
+    return;
+  }
   const now = performance.now();
   // Map order is insertion order, so deadlines ascend: stop at the first one still ahead.
   for (const [conn, deadline] of lingering) {
@@ -355,14 +368,15 @@ export class Conn implements AsyncIterable<Buffer> {
    * otherwise when it drains, so a peer that stops reading stops the handler instead of growing
    * memory. Rejects with `ERR_CONN_CLOSED` if the connection is gone, and `ERR_WRITE_TIMEOUT` /
    * `ERR_ABORTED` per `opts` (the data stays queued: destroy the connection after a write timeout).
+   * A write that is never awaited does not become an unhandled rejection (see {@link needsDrain}).
    */
   write(data: string | Uint8Array, opts?: IoOptions): Promise<void> {
     const socket = this.socket;
     if (opts?.timeout !== undefined && !validTimeout(opts.timeout))
       return Promise.reject(badTimeout(opts.timeout));
-    if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
+    if (this.#closeError !== undefined) return handledRejection(this.#closeError);
     if (this.#closed || socket.destroyed || socket.writableEnded) {
-      return Promise.reject(new ConnClosedError('connection is closed for writing'));
+      return handledRejection(new ConnClosedError('connection is closed for writing'));
     }
     if (socket.write(data)) return RESOLVED;
     // Waiting for drain is work in progress: a pending read alongside is no longer idle.
@@ -380,9 +394,7 @@ export class Conn implements AsyncIterable<Buffer> {
     }
     this.#writers.push(waiter);
     if (opts !== undefined) this.#arm(waiter, opts, 'write');
-    // A write the handler did not await must not become an unhandled rejection if the peer
-    // goes away; an awaited one still rejects.
-    waiting.catch(noop);
+    waiting.catch(noop); // see handledRejection
     return waiting;
   }
 
@@ -461,8 +473,17 @@ export class Conn implements AsyncIterable<Buffer> {
     this.socket.destroy();
   }
 
-  /** @internal True while a write waits for `drain` (used by the idle-timeout policy). */
-  get writing(): boolean {
+  /**
+   * True while a `write()` waits for the socket to drain (its promise is pending). A handler that
+   * writes many small batches may skip awaiting a write while this is false, since the write was
+   * accepted at once; awaiting it when this is true keeps backpressure.
+   *
+   * ```ts
+   * const written = conn.write(reply);
+   * if (conn.needsDrain) await written;
+   * ```
+   */
+  get needsDrain(): boolean {
     return this.#writers.length > 0;
   }
 

@@ -324,7 +324,7 @@ export class Server extends EventEmitter implements ConnOwner {
     this.#options.logger?.debug({ conn: conn.id }, 'idle timeout');
     // Stuck (a write the peer never drains, or a peer that never closes after our FIN): drop it.
     // Otherwise end it the graceful way, as a shutdown would.
-    if (conn.state === 'closing' || conn.writing) conn.destroy();
+    if (conn.state === 'closing' || conn.needsDrain) conn.destroy();
     else conn.drain(new IdleTimeoutError(this.#options.idleTimeout));
   }
 

@@ -208,6 +208,41 @@ test('a peer that resets mid-read: read() rejects with ERR_CONN_CLOSED (cause EC
   await stopAndCheck(srv);
 });
 
+test('needsDrain: false while writes are accepted at once, true while one waits; un-awaited writes never reject unhandled', async () => {
+  const block = Buffer.alloc(64 * 1024, 5);
+  const seen: boolean[] = [];
+  let blocked!: () => void;
+  const isBlocked = new Promise<void>((resolve) => {
+    blocked = resolve;
+  });
+  const { srv, port, done } = await withHandler(async (_ctx, conn) => {
+    const first = conn.write('hi');
+    seen.push(conn.needsDrain); // a small write is accepted at once
+    await first;
+    for (;;) {
+      const written = conn.write(block);
+      if (!conn.needsDrain) continue; // accepted: skipping the await loses no backpressure
+      seen.push(conn.needsDrain);
+      blocked();
+      await written.catch(() => {}); // the peer goes away below
+      break;
+    }
+    seen.push(conn.needsDrain); // the waiting write settled (rejected): nothing waits any more
+    // Writes to a gone peer that nobody awaits must not surface as unhandled rejections.
+    void conn.write('late');
+    void conn.write('later');
+  });
+  const client = await connect(port);
+  client.pause(); // never reads: the handler's writes pile up until one must wait
+  await isBlocked;
+  client.destroy();
+  assert.equal(await done, 'returned');
+  assert.deepEqual(seen, [false, true, false]);
+  await waitForStats(srv, (s) => s.open === 0);
+  await new Promise((resolve) => setImmediate(resolve)); // unhandled rejections are reported by now
+  await stopAndCheck(srv);
+});
+
 test('a peer that resets mid-write: write() rejects, the server keeps serving', async () => {
   const block = Buffer.alloc(256 * 1024, 3);
   const { srv, port, done } = await withHandler(async (_ctx, conn) => {

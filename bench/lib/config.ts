@@ -81,11 +81,16 @@ export function serverSpec(
   return { argv: nodeArgv(script, flags), cpu: SERVER_CPU, raiseNofile: opts.raiseNofile, env: opts.env };
 }
 
-/** Server scripts per side; `--aa` swaps the framework's for the baseline's. */
+/**
+ * Server scripts per side: the framework's (`bench/servers/`), the `'data'`-event baseline's
+ * (`bench/baseline/`), and the pull-style floor's (`bench/floor/`). `--aa` swaps the framework's
+ * for the baseline's.
+ */
 export function serverScript(
   cfg: BenchConfig,
-  side: 'framework' | 'baseline',
+  side: 'framework' | 'baseline' | 'floor',
   kind: 'echo' | 'resp' | 'oneshot',
 ): string {
+  if (side === 'floor') return `bench/floor/${kind}.ts`;
   return side === 'framework' && !cfg.aa ? `bench/servers/${kind}.ts` : `bench/baseline/${kind}.ts`;
 }

@@ -7,8 +7,12 @@
 
 import { median } from './stats.js';
 
-/** Which server produced a sample. `redis` is redis-server, the reference floor for RESP. */
-export type Side = 'framework' | 'baseline' | 'redis';
+/**
+ * Which server produced a sample. `floor` is the pull-style floor (`bench/lib/pull-floor.ts`):
+ * raw `node:net` with one coroutine per connection and nothing else. `redis` is redis-server, the
+ * reference floor for RESP.
+ */
+export type Side = 'framework' | 'baseline' | 'floor' | 'redis';
 
 /** A target on one figure. */
 export type Target =
@@ -36,6 +40,7 @@ export interface FigureResult {
   target: Target | null;
   framework: { median: number; runs: number[] } | null;
   baseline: { median: number; runs: number[] } | null;
+  floor: { median: number; runs: number[] } | null;
   redis: { median: number; runs: number[] } | null;
   /** framework median / baseline median, or null without both. */
   ratio: number | null;
@@ -44,6 +49,8 @@ export interface FigureResult {
    * time), which cancels slow drift of the machine's speed; null without both.
    */
   pairedRatio: number | null;
+  /** framework median / pull-floor median: what the framework costs beyond the programming model. */
+  floorRatio: number | null;
   /** null when the figure has no target. */
   pass: boolean | null;
 }
@@ -88,6 +95,7 @@ export class Results {
       };
       const framework = side('framework');
       const baseline = side('baseline');
+      const floor = side('floor');
       const ratio =
         framework && baseline && baseline.median !== 0 ? framework.median / baseline.median : null;
       const pairs =
@@ -107,9 +115,11 @@ export class Results {
         target: t ?? null,
         framework,
         baseline,
+        floor,
         redis: side('redis'),
         ratio,
         pairedRatio,
+        floorRatio: framework && floor && floor.median !== 0 ? framework.median / floor.median : null,
         pass,
       };
     });
@@ -143,6 +153,8 @@ export function renderTable(rows: FigureResult[], { checked }: { checked: boolea
     'baseline',
     'ratio',
     'paired',
+    'pull floor',
+    'vs floor',
     'redis-server',
     'target',
     'result',
@@ -154,6 +166,8 @@ export function renderTable(rows: FigureResult[], { checked }: { checked: boolea
     fmt(r.baseline?.median),
     r.ratio === null ? '-' : r.ratio.toFixed(3),
     r.pairedRatio === null ? '-' : r.pairedRatio.toFixed(3),
+    fmt(r.floor?.median),
+    r.floorRatio === null ? '-' : r.floorRatio.toFixed(3),
     fmt(r.redis?.median),
     targetText(r.target),
     r.pass === null ? '' : !checked ? (r.pass ? '(pass)' : '(fail)') : r.pass ? 'PASS' : 'FAIL',

@@ -1,5 +1,5 @@
 /**
- * Connection churn against the one-shot servers (framework and raw `node:net`): one client process
+ * Connection churn against the one-shot servers (framework, raw `node:net`, pull floor): one client process
  * opens connections as fast as it can, one 1-byte round trip each, and the server closes.
  *
  * @module
@@ -35,7 +35,7 @@ export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<
 
   const servers: { side: Side; sc: ServerChild }[] = [];
   try {
-    for (const side of ['framework', 'baseline'] as const) {
+    for (const side of ['framework', 'baseline', 'floor'] as const) {
       const spec = serverSpec(cfg, serverScript(cfg, side, 'oneshot'), `churn-${side}`);
       servers.push({ side, sc: await ServerChild.start(spec) });
     }

@@ -1,6 +1,7 @@
 /**
  * RESP workload: the real `redis-benchmark` against the framework's `examples/resp.ts`, the raw
- * `node:net` baseline (same parser and commands), and `redis-server` as the reference floor.
+ * `node:net` baseline (same parser and commands), the pull-style floor (the same loop as the example
+ * on raw `node:net`), and `redis-server` as the reference floor.
  *
  * @module
  */
@@ -147,6 +148,7 @@ export async function runResp({ cfg, results, log }: WorkloadContext): Promise<v
   try {
     targets.push(await startNode(cfg, 'framework', serverScript(cfg, 'framework', 'resp')));
     targets.push(await startNode(cfg, 'baseline', serverScript(cfg, 'baseline', 'resp')));
+    targets.push(await startNode(cfg, 'floor', serverScript(cfg, 'floor', 'resp')));
     // redis-server is the reference floor; Debian ships it apart from redis-tools, so it may be absent.
     if (have('redis-server')) targets.push(await startRedis());
     else log('  redis-server not found: the reference floor is skipped (apt-get install redis-server)');

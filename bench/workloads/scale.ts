@@ -19,7 +19,7 @@ export async function runScale({ cfg, results, log }: WorkloadContext): Promise<
   results.define(W, 'close() all', 'ms', { kind: 'absBelow', below: 1000 });
 
   for (let run = 0; run < cfg.runs; run++) {
-    for (const side of ['framework', 'baseline'] as const) {
+    for (const side of ['framework', 'baseline', 'floor'] as const) {
       const script = serverScript(cfg, side, 'echo');
       let sc: ServerChild | undefined;
       let client: LineChild | undefined;

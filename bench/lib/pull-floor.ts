@@ -1,0 +1,79 @@
+/**
+ * The pull-style floor: raw `node:net` with one `async` function per connection that awaits one
+ * promise per read, and nothing else (no states, no deadlines, no shutdown bookkeeping). It is the
+ * least any server can spend with the API DESIGN.md mandates (`await conn.read()` in a handler
+ * coroutine), so it tells the cost of the programming model apart from the framework's own: the
+ * bench prints it beside the `'data'`-event baseline, and the framework / floor ratio.
+ *
+ * @module
+ */
+
+import type net from 'node:net';
+import { runBaseline } from './baseline.js';
+
+/** The socket doubles as the connection's state: no object or closure per connection but the read's. */
+interface FloorSocket extends net.Socket {
+  pendingRead: ((chunk: Buffer | null) => void) | undefined;
+  unread: Buffer[] | undefined;
+}
+
+function onData(this: FloorSocket, chunk: Buffer): void {
+  const resolve = this.pendingRead;
+  if (resolve === undefined) (this.unread ??= []).push(chunk);
+  else {
+    this.pendingRead = undefined;
+    resolve(chunk);
+  }
+}
+
+function onEnd(this: FloorSocket): void {
+  const resolve = this.pendingRead;
+  this.pendingRead = undefined;
+  resolve?.(null);
+}
+
+/** The next chunk, or null at end of stream (one read at a time). */
+export function read(socket: net.Socket): Promise<Buffer | null> {
+  const s = socket as FloorSocket;
+  const queued = s.unread?.shift();
+  if (queued !== undefined) return Promise.resolve(queued);
+  if (s.readableEnded) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    s.pendingRead = resolve;
+  });
+}
+
+/** Resolves once the socket drained (after a `write()` that returned false), or closed. */
+export function drained(socket: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
+}
+
+function endSocket(this: net.Socket): void {
+  this.end();
+}
+function destroySocket(this: net.Socket): void {
+  this.destroy();
+}
+
+/**
+ * Runs a floor server child: `handler` runs once per connection; the socket ends when it returns
+ * and is destroyed when it throws. `beforeClose` runs first on a graceful close.
+ */
+export async function runPullFloor(
+  handler: (socket: net.Socket) => Promise<void>,
+  beforeClose?: () => void,
+): Promise<void> {
+  await runBaseline((socket) => {
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    handler(socket).then(endSocket.bind(socket), destroySocket.bind(socket));
+  }, beforeClose);
+}
