@@ -93,16 +93,11 @@ function refuseOptions(opts: IoOptions): Error | undefined {
   return undefined;
 }
 
-function newWaiter(): Waiter {
-  return {
-    resolve: noopValue,
-    reject: noopValue,
-    iter: false,
-    decoder: undefined,
-    timer: undefined,
-    signal: undefined,
-    onAbort: undefined,
-  };
+/** Clears a settled call's deadline and cancellation. */
+function disarm(deadline: Deadline | undefined): void {
+  if (deadline === undefined) return;
+  clearTimeout(deadline.timer);
+  deadline.signal?.removeEventListener('abort', deadline.onAbort!);
 }
 
 /**
@@ -151,18 +146,51 @@ function sweepLingering(): void {
 const kConn = Symbol('tcpserver.conn');
 type ConnSocket = Socket & { [kConn]: Conn };
 
-/** A read or write waiting on the socket, with its optional deadline and cancellation. */
-interface Waiter {
-  resolve(value: unknown): void;
-  reject(error: Error): void;
-  /** For reads: resolve `{ value, done }` (async iterator) instead of a chunk. */
-  iter: boolean;
-  /** For `readFrame`: chunks go through this decoder and the read resolves whole frames. */
-  decoder: Decoder<unknown> | undefined;
+/** The deadline and cancellation of one waiting call, made only for calls given `IoOptions`. */
+interface Deadline {
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
+
+/** A write waiting for `drain`. (The one pending read lives in the Conn's own fields.) */
+interface Waiter {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  deadline: Deadline | undefined;
+}
+
+/*
+ * A connection's booleans, as bits of one number: ten fields would add 72 bytes to every idle
+ * connection (a V8 field is 8 bytes).
+ */
+/** Reading is paused (read backpressure). */
+const PAUSED = 1 << 0;
+/** The peer sent FIN. */
+const EOF = 1 << 1;
+/** Shutdown or idle timeout asked this connection to end: a read that would go idle returns null. */
+const ENDING = 1 << 2;
+/** An end-of-input check is scheduled (see `#endWhenQuiet`). */
+const END_CHECK = 1 << 3;
+/**
+ * Input may be on its way up from the kernel: the connection was just asked to end, or its
+ * socket was resumed after read backpressure. An idle end then waits for one poll phase.
+ */
+const IN_FLIGHT = 1 << 4;
+/** The socket emitted `'close'`. */
+const CLOSED = 1 << 5;
+/** The `'drain'` listener is on the socket. */
+const DRAIN_HOOKED = 1 << 6;
+/** The handler returned or threw. */
+const HANDLER_DONE = 1 << 7;
+/** A shutdown deadline destroyed the connection. */
+const FORCED = 1 << 8;
+/** Our FIN is out and we wait for the peer's (see `startLinger`). */
+const LINGERING = 1 << 9;
+/** The pending read resolves `{ value, done }` (async iterator) instead of a chunk. */
+const READ_ITER = 1 << 10;
+/** The pending read is a `readFrame`: chunks go through `#decoder`, it resolves whole frames. */
+const READ_FRAME = 1 << 11;
 
 type Listener = (this: ConnSocket) => void;
 let onData: (this: ConnSocket, chunk: Buffer) => void;
@@ -211,35 +239,19 @@ export class Conn implements AsyncIterable<Buffer> {
   #state: ConnState = 'new';
   #queue: Buffer[] = NO_CHUNKS;
   #queued = 0;
-  #paused = false;
-  /** The peer sent FIN. */
-  #eof = false;
-  /** Shutdown or idle timeout asked this connection to end: a read that would go idle returns null. */
-  #ending = false;
-  /** An end-of-input check is scheduled (see `#endWhenQuiet`). */
-  #endCheck = false;
-  /**
-   * Input may be on its way up from the kernel: the connection was just asked to end, or its
-   * socket was resumed after read backpressure. An idle end then waits for one poll phase.
-   */
-  #inFlight = false;
+  /** PAUSED, EOF, ENDING, ... (see the bit constants above). */
+  #flags = 0;
   /** Why I/O can no longer succeed, once known; built lazily for a clean close (see `#failure`). */
   #closeError: ConnClosedError | undefined;
-  /** The socket emitted `'close'`. */
-  #closed = false;
-  /** The pending read, if any: `#readWaiter` while a read waits. */
-  #reader: Waiter | undefined;
-  #readWaiter: Waiter | undefined;
+  /** The pending read's resolving functions: set exactly while a read waits. */
+  #readResolve: ((value: unknown) => void) | undefined;
+  #readReject: ((error: Error) => void) | undefined;
+  #readDeadline: Deadline | undefined;
   #writers: Waiter[] = NO_WAITERS;
-  #drainHooked = false;
   #decoder: Decoder<unknown> | undefined;
   #holds = 0;
-  #handlerDone = false;
-  #forced = false;
   #finished: Promise<void> | undefined;
   #resolveFinished: ((value: unknown) => void) | undefined;
-  /** Our FIN is out and we wait for the peer's (see `startLinger`). */
-  #lingering = false;
   #remote: { address: string | undefined; port: number | undefined } | undefined;
 
   /** @internal Created by the server for each accepted socket. */
@@ -314,7 +326,7 @@ export class Conn implements AsyncIterable<Buffer> {
 
   /** @internal True when the connection was destroyed by a shutdown deadline. */
   get forced(): boolean {
-    return this.#forced;
+    return (this.#flags & FORCED) !== 0;
   }
 
   /**
@@ -335,7 +347,7 @@ export class Conn implements AsyncIterable<Buffer> {
    * wait for more bytes.
    */
   readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
-    if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
+    if (this.#readResolve !== undefined) return Promise.reject(new ConcurrentReadError());
     if (opts !== undefined) {
       const refused = refuseOptions(opts);
       if (refused !== undefined) return Promise.reject(refused);
@@ -350,12 +362,13 @@ export class Conn implements AsyncIterable<Buffer> {
         decoder.push(this.#take());
       }
       // End of stream first: a clean close after the peer's FIN is not an error.
-      if (this.#eof || this.#handlerDone) return Promise.resolve(decoder.end() ?? null);
-      if (this.#closed || this.#closeError !== undefined) return Promise.reject(this.#failure());
+      if ((this.#flags & (EOF | HANDLER_DONE)) !== 0) return Promise.resolve(decoder.end() ?? null);
+      if ((this.#flags & CLOSED) !== 0 || this.#closeError !== undefined)
+        return Promise.reject(this.#failure());
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#wait(opts, false, decoder) as Promise<T | null>;
+    return this.#wait(opts, READ_FRAME) as Promise<T | null>;
   }
 
   /** Iterates received chunks until end of stream. Breaking out does not close the connection. */
@@ -375,25 +388,24 @@ export class Conn implements AsyncIterable<Buffer> {
     if (opts?.timeout !== undefined && !validTimeout(opts.timeout))
       return Promise.reject(badTimeout(opts.timeout));
     if (this.#closeError !== undefined) return handledRejection(this.#closeError);
-    if (this.#closed || socket.destroyed || socket.writableEnded) {
+    if ((this.#flags & CLOSED) !== 0 || socket.destroyed || socket.writableEnded) {
       return handledRejection(new ConnClosedError('connection is closed for writing'));
     }
     if (socket.write(data)) return RESOLVED;
     // Waiting for drain is work in progress: a pending read alongside is no longer idle.
     if (this.#state === 'idle') this.#setState('active');
     const waiting = new Promise<void>(capture);
-    const waiter = newWaiter();
-    waiter.resolve = capturedResolve;
-    waiter.reject = capturedReject;
+    const waiter: Waiter = { resolve: capturedResolve, reject: capturedReject, deadline: undefined };
     if (this.#writers === NO_WAITERS) {
-      if (!this.#drainHooked) {
-        this.#drainHooked = true;
+      if ((this.#flags & DRAIN_HOOKED) === 0) {
+        this.#flags |= DRAIN_HOOKED;
         socket.on('drain', onDrain);
       }
       this.#writers = [];
     }
     this.#writers.push(waiter);
-    if (opts !== undefined) this.#arm(waiter, opts, 'write');
+    if (opts !== undefined)
+      waiter.deadline = this.#arm(opts, 'write', (error) => this.#failWrite(waiter, error));
     waiting.catch(noop); // see handledRejection
     return waiting;
   }
@@ -455,9 +467,8 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   drain(reason: Error): void {
     this.ctx.cancel(reason);
-    if (this.#ending) return;
-    this.#ending = true;
-    this.#inFlight = true;
+    if ((this.#flags & ENDING) !== 0) return;
+    this.#flags |= ENDING | IN_FLIGHT;
     if (this.#state === 'new') this.socket.destroy();
     else this.#maybeIdle();
   }
@@ -465,7 +476,7 @@ export class Conn implements AsyncIterable<Buffer> {
   /** @internal Destroys the connection because a shutdown deadline passed. */
   force(reason: Error): void {
     if (this.#state === 'closed') return;
-    this.#forced = true;
+    this.#flags |= FORCED;
     this.ctx.cancel(reason);
     this.#closeError ??= new ConnClosedError('connection was closed by a shutdown deadline', {
       cause: reason,
@@ -492,20 +503,19 @@ export class Conn implements AsyncIterable<Buffer> {
    * destroy. Input that arrives from now on is discarded.
    */
   handlerDone(failed: boolean): void {
-    this.#handlerDone = true;
+    this.#flags |= HANDLER_DONE;
     this.#queue = NO_CHUNKS;
     this.#queued = 0;
     this.#decoder = undefined;
-    const reader = this.#reader;
-    if (reader !== undefined) {
+    const resolve = this.#readResolve;
+    if (resolve !== undefined) {
       // A read the handler left behind: end it quietly (no decoder error nobody would catch).
-      this.#reader = undefined;
-      this.#disarm(reader);
-      reader.resolve(reader.iter ? DONE : null);
+      const iter = (this.#flags & READ_ITER) !== 0;
+      this.#readDone();
+      resolve(iter ? DONE : null);
     }
-    this.#readWaiter = undefined; // no more reads: let the last promise and its value go
-    if (this.#paused) {
-      this.#paused = false;
+    if ((this.#flags & PAUSED) !== 0) {
+      this.#flags &= ~PAUSED;
       this.socket.resume();
     }
     if (failed) {
@@ -517,7 +527,7 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
-    if (this.#reader !== undefined) return Promise.reject(new ConcurrentReadError());
+    if (this.#readResolve !== undefined) return Promise.reject(new ConcurrentReadError());
     if (opts !== undefined) {
       const refused = refuseOptions(opts);
       if (refused !== undefined) return Promise.reject(refused);
@@ -527,28 +537,43 @@ export class Conn implements AsyncIterable<Buffer> {
       return Promise.resolve(iter ? { value: chunk, done: false } : chunk);
     }
     // End of stream first: a clean close after the peer's FIN is not an error.
-    if (this.#eof || this.#handlerDone) return Promise.resolve(iter ? DONE : null);
-    if (this.#closed || this.#closeError !== undefined) return Promise.reject(this.#failure());
-    return this.#wait(opts, iter, undefined);
+    if ((this.#flags & (EOF | HANDLER_DONE)) !== 0) return Promise.resolve(iter ? DONE : null);
+    if ((this.#flags & CLOSED) !== 0 || this.#closeError !== undefined)
+      return Promise.reject(this.#failure());
+    return this.#wait(opts, iter ? READ_ITER : 0);
   }
 
-  /** Parks the one pending read until input, end of stream, a drain, or its deadline. */
-  #wait(
-    opts: IoOptions | undefined,
-    iter: boolean,
-    decoder: Decoder<unknown> | undefined,
-  ): Promise<ReadResult> {
+  /**
+   * Parks the one pending read until input, end of stream, a drain, or its deadline. `kind` is
+   * READ_ITER, READ_FRAME or 0 (a plain `read()`). One read is pending at a time, so its state
+   * lives in the Conn's own fields (no object per read).
+   */
+  #wait(opts: IoOptions | undefined, kind: number): Promise<ReadResult> {
     const promise = new Promise<ReadResult>(capture);
-    // One read is pending at a time, so one waiter object serves them all (no allocation per read).
-    const reader = (this.#readWaiter ??= newWaiter());
-    reader.resolve = capturedResolve;
-    reader.reject = capturedReject;
-    reader.iter = iter;
-    reader.decoder = decoder;
-    this.#reader = reader;
-    if (opts !== undefined) this.#arm(reader, opts, 'read');
+    const resolve = capturedResolve;
+    this.#readResolve = resolve;
+    this.#readReject = capturedReject;
+    this.#flags = (this.#flags & ~(READ_ITER | READ_FRAME)) | kind;
+    if (opts !== undefined) {
+      this.#readDeadline = this.#arm(opts, 'read', (error) => {
+        if (this.#readResolve !== resolve) return; // that read is settled already
+        const reject = this.#readReject!;
+        this.#readDone();
+        // A cancelled read leaves the handler working, no longer waiting.
+        if (this.#state === 'idle') this.#setState('active');
+        reject(error);
+      });
+    }
     this.#maybeIdle();
     return promise;
+  }
+
+  /** Forgets the pending read (its caller settles it) and clears its deadline. */
+  #readDone(): void {
+    this.#readResolve = undefined;
+    this.#readReject = undefined;
+    disarm(this.#readDeadline);
+    this.#readDeadline = undefined;
   }
 
   /**
@@ -563,9 +588,9 @@ export class Conn implements AsyncIterable<Buffer> {
   #take(): Buffer {
     const chunk = this.#queue.shift() as Buffer;
     this.#queued -= chunk.length;
-    if (this.#paused && this.#queued < QUEUE_LIMIT) {
-      this.#paused = false;
-      this.#inFlight = true;
+    if ((this.#flags & PAUSED) !== 0 && this.#queued < QUEUE_LIMIT) {
+      this.#flags &= ~PAUSED;
+      this.#flags |= IN_FLIGHT;
       this.socket.resume();
     }
     return chunk;
@@ -582,19 +607,18 @@ export class Conn implements AsyncIterable<Buffer> {
 
   /** Re-evaluates idleness after something that kept the connection busy went away. */
   #maybeIdle(): void {
-    const reader = this.#reader;
-    if (reader === undefined || !this.#canIdle()) return;
+    if (this.#readResolve === undefined || !this.#canIdle()) return;
     if (this.#state === 'active') this.#setState('idle');
-    if (!this.#ending) return;
+    if ((this.#flags & ENDING) === 0) return;
     // Input the peer already sent may still be on its way up to us: wait for it, never drop it.
     // (Input sent after that is the peer racing the shutdown, as with any server.)
-    if (this.#inFlight || this.socket.readableLength > 0) this.#endWhenQuiet();
-    else this.#endRead(reader);
+    if ((this.#flags & IN_FLIGHT) !== 0 || this.socket.readableLength > 0) this.#endWhenQuiet();
+    else this.#endRead();
   }
 
   /** Ends the pending read of a connection asked to end: the handler sees end of stream. */
-  #endRead(reader: Waiter): void {
-    this.#settleRead(reader, null);
+  #endRead(): void {
+    this.#settleRead(null);
     if (this.#state === 'idle') this.#setState('active');
   }
 
@@ -605,14 +629,13 @@ export class Conn implements AsyncIterable<Buffer> {
    * phase run first, so that input is served, never dropped.
    */
   #endWhenQuiet(): void {
-    if (this.#endCheck) return;
-    this.#endCheck = true;
+    if ((this.#flags & END_CHECK) !== 0) return;
+    this.#flags |= END_CHECK;
     setImmediate(() =>
       setImmediate(() => {
-        this.#endCheck = false;
-        this.#inFlight = false;
-        const reader = this.#reader;
-        if (reader !== undefined && this.#ending && this.#canIdle()) this.#endRead(reader);
+        this.#flags &= ~(END_CHECK | IN_FLIGHT);
+        if (this.#readResolve !== undefined && (this.#flags & ENDING) !== 0 && this.#canIdle())
+          this.#endRead();
       }),
     );
   }
@@ -621,13 +644,14 @@ export class Conn implements AsyncIterable<Buffer> {
    * Hands `chunk` to the pending read (null: end of stream). A `readFrame` read keeps waiting
    * until its decoder has a whole frame, and fails with the decoder's error.
    */
-  #settleRead(reader: Waiter, chunk: Buffer | null): void {
-    const decoder = reader.decoder;
+  #settleRead(chunk: Buffer | null): void {
+    const flags = this.#flags;
     let value: unknown;
-    if (decoder === undefined)
-      value =
-        chunk === null ? (reader.iter ? DONE : null) : reader.iter ? { value: chunk, done: false } : chunk;
-    else {
+    if ((flags & READ_FRAME) === 0) {
+      const iter = (flags & READ_ITER) !== 0;
+      value = chunk === null ? (iter ? DONE : null) : iter ? { value: chunk, done: false } : chunk;
+    } else {
+      const decoder = this.#decoder!;
       try {
         if (chunk === null) value = decoder.end() ?? null;
         else {
@@ -636,67 +660,50 @@ export class Conn implements AsyncIterable<Buffer> {
           if (value === undefined) return; // a partial frame: keep waiting (the decoder holds bytes)
         }
       } catch (error) {
-        this.#reader = undefined;
-        this.#disarm(reader);
-        reader.reject(error as Error);
+        const reject = this.#readReject!;
+        this.#readDone();
+        reject(error as Error);
         return;
       }
     }
-    this.#reader = undefined;
-    this.#disarm(reader);
-    reader.resolve(value);
+    const resolve = this.#readResolve!;
+    this.#readDone();
+    resolve(value);
   }
 
-  /** Adds the per-call deadline and cancellation to a waiting read or write. */
-  #arm(waiter: Waiter, opts: IoOptions, kind: 'read' | 'write'): void {
-    const fail = (error: Error): void => {
-      if (this.#reader === waiter) {
-        this.#reader = undefined;
-        this.#disarm(waiter);
-        // A cancelled read leaves the handler working, no longer waiting.
-        if (this.#state === 'idle') this.#setState('active');
-      } else {
-        const index = this.#writers.indexOf(waiter);
-        if (index === -1) return;
-        this.#writers.splice(index, 1);
-        this.#disarm(waiter);
-        // One reason to be busy is gone: a read pending alongside may now be idle.
-        this.#maybeIdle();
-      }
-      waiter.reject(error);
-    };
-    if (opts.signal !== undefined) {
-      const signal = opts.signal;
+  /** The per-call deadline and cancellation of a waiting read or write: `fail` runs when either fires. */
+  #arm(opts: IoOptions, kind: 'read' | 'write', fail: (error: Error) => void): Deadline {
+    const deadline: Deadline = { timer: undefined, signal: undefined, onAbort: undefined };
+    const signal = opts.signal;
+    if (signal !== undefined) {
       if (signal.aborted) {
         // Only a write gets here (reads refuse an aborted signal up front): its data is queued.
         queueMicrotask(() => fail(new AbortedError(signal.reason)));
-        return;
+        return deadline;
       }
-      waiter.signal = signal;
-      waiter.onAbort = () => fail(new AbortedError(signal.reason));
-      signal.addEventListener('abort', waiter.onAbort, { once: true });
+      deadline.signal = signal;
+      deadline.onAbort = () => fail(new AbortedError(signal.reason));
+      signal.addEventListener('abort', deadline.onAbort, { once: true });
     }
     const timeout = opts.timeout;
     if (timeout !== undefined && timeout <= MAX_TIMER_MS) {
-      waiter.timer = setTimeout(
+      deadline.timer = setTimeout(
         () => fail(kind === 'read' ? new ReadTimeoutError(timeout) : new WriteTimeoutError(timeout)),
         timeout,
       );
     }
+    return deadline;
   }
 
-  /** Clears a settled waiter's deadline and cancellation. */
-  #disarm(waiter: Waiter): void {
-    if (waiter.timer !== undefined) {
-      clearTimeout(waiter.timer);
-      waiter.timer = undefined;
-    }
-    if (waiter.onAbort !== undefined) {
-      waiter.signal?.removeEventListener('abort', waiter.onAbort);
-      waiter.signal = undefined;
-      waiter.onAbort = undefined;
-    }
-    waiter.decoder = undefined;
+  /** A waiting write's deadline or cancellation fired: it rejects, its data stays queued. */
+  #failWrite(waiter: Waiter, error: Error): void {
+    const index = this.#writers.indexOf(waiter);
+    if (index === -1) return; // settled already
+    this.#writers.splice(index, 1);
+    disarm(waiter.deadline);
+    // One reason to be busy is gone: a read pending alongside may now be idle.
+    this.#maybeIdle();
+    waiter.reject(error);
   }
 
   #setState(next: ConnState): void {
@@ -719,18 +726,17 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #startLinger(): void {
-    if (this.#lingering || this.#state === 'closed') return;
+    if ((this.#flags & LINGERING) !== 0 || this.#state === 'closed') return;
     // The peer normally answers our FIN with its own at once; one that does not is dropped.
-    this.#lingering = true;
+    this.#flags |= LINGERING;
     startLinger(this);
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#handlerDone) return; // nobody will read it: discard while the connection closes
-    const reader = this.#reader;
-    if (reader !== undefined) {
+    if ((this.#flags & HANDLER_DONE) !== 0) return; // nobody will read it: discard while the connection closes
+    if (this.#readResolve !== undefined) {
       // Hand the chunk over before announcing the state: a listener may start a shutdown.
-      this.#settleRead(reader, chunk);
+      this.#settleRead(chunk);
       if (this.#state === 'idle') this.#setState('active');
       return;
     }
@@ -738,17 +744,16 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#queue.push(chunk);
     this.#queued += chunk.length;
     if (this.#state === 'idle') this.#setState('active');
-    if (this.#queued >= QUEUE_LIMIT && !this.#paused) {
-      this.#paused = true;
+    if (this.#queued >= QUEUE_LIMIT && (this.#flags & PAUSED) === 0) {
+      this.#flags |= PAUSED;
       this.socket.pause();
     }
   }
 
   #onEnd(): void {
-    this.#eof = true;
-    const reader = this.#reader;
-    if (reader !== undefined) {
-      this.#settleRead(reader, null);
+    this.#flags |= EOF;
+    if (this.#readResolve !== undefined) {
+      this.#settleRead(null);
       if (this.#state === 'idle') this.#setState('active');
     }
   }
@@ -762,7 +767,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (writers.length === 0) return;
     this.#writers = NO_WAITERS;
     for (const writer of writers) {
-      this.#disarm(writer);
+      disarm(writer.deadline);
       writer.resolve(undefined);
     }
     this.#maybeIdle();
@@ -772,27 +777,25 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#settleFinished();
     // Every byte is flushed: writes still waiting (a Writable emits no 'drain' once ending) are done.
     this.#onDrain();
-    if (this.#handlerDone) this.#startLinger();
+    if ((this.#flags & HANDLER_DONE) !== 0) this.#startLinger();
   }
 
   #onClose(): void {
-    this.#closed = true;
-    this.#readWaiter = undefined;
+    this.#flags |= CLOSED;
     this.#settleFinished();
-    if (this.#lingering) stopLinger(this);
-    const reader = this.#reader;
-    if (reader !== undefined) {
-      if (this.#eof) this.#settleRead(reader, null);
+    if ((this.#flags & LINGERING) !== 0) stopLinger(this);
+    const reject = this.#readReject;
+    if (reject !== undefined) {
+      if ((this.#flags & EOF) !== 0) this.#settleRead(null);
       else {
-        this.#reader = undefined;
-        this.#disarm(reader);
-        reader.reject(this.#failure());
+        this.#readDone();
+        reject(this.#failure());
       }
     }
     const writers = this.#writers;
     this.#writers = NO_WAITERS;
     for (const writer of writers) {
-      this.#disarm(writer);
+      disarm(writer.deadline);
       writer.reject(this.#failure());
     }
     this.#setState('closed');
