@@ -22,6 +22,7 @@ import {
   ReadTimeoutError,
   WriteTimeoutError,
 } from './errors.js';
+import type { Handler } from './options.js';
 
 /**
  * A connection's place in its life, as in DESIGN.md section 3:
@@ -43,6 +44,8 @@ export interface ConnOwner {
   readonly watching: boolean;
   onState(conn: Conn, state: ConnState, prev: ConnState): void;
   onIdleTimeout(conn: Conn): void;
+  /** The handler threw or rejected (the connection is already being destroyed). */
+  onHandlerError(conn: Conn, error: unknown): void;
 }
 
 /** Received bytes queued beyond this pause the socket until the handler reads (read backpressure). */
@@ -456,9 +459,32 @@ export class Conn implements AsyncIterable<Buffer> {
     };
   }
 
-  /** @internal The handler is about to run. */
-  start(): void {
+  /**
+   * @internal Runs the handler and turns its outcome into a graceful end or a destroy. Its
+   * promise settles into two functions bound to this connection: smaller per connection than two
+   * arrows and their shared context, or an `async` wrapper (a generator and await closures).
+   */
+  run(handler: Handler): void {
     this.#setState('active');
+    let result: void | Promise<void>;
+    try {
+      result = handler(this.ctx, this);
+    } catch (error) {
+      this.#handlerFailed(error);
+      return;
+    }
+    if (result != null && typeof (result as Promise<void>).then === 'function') {
+      (result as Promise<void>).then(this.#handlerReturned.bind(this), this.#handlerFailed.bind(this));
+    } else this.#handlerReturned();
+  }
+
+  #handlerReturned(): void {
+    this.#afterHandler(false);
+  }
+
+  #handlerFailed(error: unknown): void {
+    this.#afterHandler(true);
+    this.#owner.onHandlerError(this, error);
   }
 
   /**
@@ -499,10 +525,10 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   /**
-   * @internal The handler finished: end gracefully (FIN after flushing) or, if it failed,
-   * destroy. Input that arrives from now on is discarded.
+   * The handler finished: end gracefully (FIN after flushing) or, if it failed, destroy. Input
+   * that arrives from now on is discarded.
    */
-  handlerDone(failed: boolean): void {
+  #afterHandler(failed: boolean): void {
     this.#flags |= HANDLER_DONE;
     this.#queue = NO_CHUNKS;
     this.#queued = 0;
