@@ -1,6 +1,6 @@
 /**
- * Per-connection heap breakdown, framework vs baseline: starts each echo server, opens `--conns`
- * idle connections, takes a heap snapshot with and without them, and prints the retained-object
+ * Per-connection heap breakdown, framework vs baseline vs pull floor: starts each echo server,
+ * opens `--conns` idle connections, takes a heap snapshot with and without them, and prints the retained-object
  * difference per connection grouped by constructor (self sizes), biggest first. Use it to see
  * what an idle connection costs and where.
  *
@@ -56,7 +56,7 @@ function histogram(file: string): Map<string, { size: number; count: number }> {
   return out;
 }
 
-async function measure(side: 'framework' | 'baseline', conns: number) {
+async function measure(side: 'framework' | 'baseline' | 'floor', conns: number) {
   const cfg = fullConfig();
   const sc = await ServerChild.start(
     serverSpec(cfg, serverScript(cfg, side, 'echo'), `heap-${side}`, { raiseNofile: true }),
@@ -97,19 +97,21 @@ const top = num(args, 'top', 25);
 buildChildren();
 const fw = await measure('framework', conns);
 const base = await measure('baseline', conns);
-const keys = new Set([...fw.keys(), ...base.keys()]);
+const floor = await measure('floor', conns);
+const none = { size: 0, count: 0 };
+const keys = new Set([...fw.keys(), ...base.keys(), ...floor.keys()]);
 const rows = [...keys]
-  .map((k) => ({ k, f: fw.get(k) ?? { size: 0, count: 0 }, b: base.get(k) ?? { size: 0, count: 0 } }))
+  .map((k) => ({ k, f: fw.get(k) ?? none, b: base.get(k) ?? none, p: floor.get(k) ?? none }))
   .sort((x, y) => y.f.size - y.b.size - (x.f.size - x.b.size));
 const sum = (m: Map<string, { size: number }>) => [...m.values()].reduce((a, v) => a + v.size, 0);
 console.log(`heap per idle connection (${conns} connections, self sizes, bytes)`);
-console.log(`framework ${sum(fw).toFixed(0)} B, baseline ${sum(base).toFixed(0)} B\n`);
 console.log(
-  `${'framework'.padStart(10)} ${'baseline'.padStart(10)} ${'extra'.padStart(8)}  objects/conn (fw)  type:name`,
+  `framework ${sum(fw).toFixed(0)} B, baseline ${sum(base).toFixed(0)} B, pull floor ${sum(floor).toFixed(0)} B\n`,
 );
-for (const { k, f, b } of rows.slice(0, top)) {
-  console.log(
-    `${f.size.toFixed(0).padStart(10)} ${b.size.toFixed(0).padStart(10)} ${(f.size - b.size).toFixed(0).padStart(8)}  ${f.count.toFixed(2).padStart(17)}  ${k}`,
-  );
+const cols = ['framework', 'baseline', 'extra', 'floor'];
+console.log(`${cols.map((c) => c.padStart(10)).join(' ')}  objects/conn (fw)  type:name`);
+for (const { k, f, b, p } of rows.slice(0, top)) {
+  const cells = [f.size, b.size, f.size - b.size, p.size].map((v) => v.toFixed(0).padStart(10));
+  console.log(`${cells.join(' ')}  ${f.count.toFixed(2).padStart(17)}  ${k}`);
 }
 killAll();

@@ -32,15 +32,21 @@ function onEnd(this: FloorSocket): void {
   resolve?.(null);
 }
 
+/** As in the framework: `new Promise(capture)` allocates no executor closure per read. */
+let captured: (chunk: Buffer | null) => void = () => {};
+function capture(resolve: (chunk: Buffer | null) => void): void {
+  captured = resolve;
+}
+
 /** The next chunk, or null at end of stream (one read at a time). */
 export function read(socket: net.Socket): Promise<Buffer | null> {
   const s = socket as FloorSocket;
   const queued = s.unread?.shift();
   if (queued !== undefined) return Promise.resolve(queued);
   if (s.readableEnded) return Promise.resolve(null);
-  return new Promise((resolve) => {
-    s.pendingRead = resolve;
-  });
+  const promise = new Promise<Buffer | null>(capture);
+  s.pendingRead = captured;
+  return promise;
 }
 
 /** Resolves once the socket drained (after a `write()` that returned false), or closed. */

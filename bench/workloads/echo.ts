@@ -1,7 +1,7 @@
 /**
- * Echo workloads against the framework echo server and the raw `node:net` baseline: streaming
- * throughput and 1-byte ping-pong latency. Both servers stay up for the whole section (the idle one
- * costs nothing) so runs alternate A B A B on warmed-up processes.
+ * Echo workloads against the framework echo server, the raw `node:net` baseline and the pull floor:
+ * streaming throughput and 1-byte ping-pong latency. The servers stay up for the whole section (an
+ * idle one costs nothing) so runs alternate A B C A B C on warmed-up processes.
  *
  * @module
  */
@@ -36,14 +36,10 @@ export async function runEcho({ cfg, results, log }: WorkloadContext): Promise<v
 
   const servers: { side: Side; sc: ServerChild }[] = [];
   try {
-    servers.push({
-      side: 'framework',
-      sc: await ServerChild.start(serverSpec(cfg, serverScript(cfg, 'framework', 'echo'), 'echo-framework')),
-    });
-    servers.push({
-      side: 'baseline',
-      sc: await ServerChild.start(serverSpec(cfg, serverScript(cfg, 'baseline', 'echo'), 'echo-baseline')),
-    });
+    for (const side of ['framework', 'baseline', 'floor'] as const) {
+      const spec = serverSpec(cfg, serverScript(cfg, side, 'echo'), `echo-${side}`);
+      servers.push({ side, sc: await ServerChild.start(spec) });
+    }
 
     const stream = (port: number, seconds: number) =>
       runToEnd(
