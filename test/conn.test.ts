@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Conn, ConnState, Handler, Server } from '../src/index.js';
+import { type Conn, type ConnState, type Handler, lineDecoder, type Server } from '../src/index.js';
 import {
   assertNoLeaks,
   collect,
@@ -295,6 +295,60 @@ test('read({ signal }) rejects with ERR_ABORTED; a second concurrent read() is r
   const received = collect(client);
   assert.equal(await done, 'returned');
   await received;
+  await stopAndCheck(srv);
+});
+
+test('readFrame() and write() refuse bad options; a write given an aborted signal rejects once it must wait', async () => {
+  let written = 0;
+  const { srv, port, done } = await withHandler(async (_ctx, conn) => {
+    const lines = lineDecoder({ maxLength: 64 });
+    await assert.rejects(conn.readFrame(lines, { timeout: -1 }), { code: 'ERR_INVALID_OPTION' });
+    await assert.rejects(conn.readFrame(lines, { signal: AbortSignal.abort() }), { code: 'ERR_ABORTED' });
+    await assert.rejects(conn.write('x', { timeout: Number.NaN }), { code: 'ERR_INVALID_OPTION' });
+    // Writes the socket takes at once succeed; the first that must wait for drain is aborted.
+    const block = Buffer.alloc(256 * 1024, 2);
+    let aborted: (Error & { code?: string }) | undefined;
+    for (let i = 0; i < 1000 && aborted === undefined; i++) {
+      written += block.length; // queued either way
+      await conn.write(block, { signal: AbortSignal.abort() }).catch((error: Error) => {
+        aborted = error;
+      });
+    }
+    assert.equal(aborted?.code, 'ERR_ABORTED');
+    assert.equal(conn.needsDrain, false, 'the aborted write no longer waits');
+    assert.equal(await conn.readFrame(lines), 'still usable');
+  });
+  const client = await connect(port);
+  client.pause(); // not reading yet: the server's writes pile up
+  client.end('still usable\n');
+  assert.equal(await done, 'returned');
+  const receiving = collect(client);
+  client.resume(); // paused explicitly above: a 'data' listener alone does not restart it
+  const received = await receiving;
+  assert.equal(received.length, written, "the aborted write's data was still sent");
+  await stopAndCheck(srv);
+});
+
+test('a handler that returns while its unread input has paused the socket still ends cleanly', async () => {
+  let conn!: Conn;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const { srv, port, done } = await withHandler(async (_ctx, c) => {
+    conn = c;
+    await released; // never reads: input piles up until the socket pauses
+  });
+  const client = await connect(port);
+  const block = Buffer.alloc(64 * 1024, 1);
+  while (client.write(block));
+  while (conn === undefined || !conn.socket.isPaused()) await sleep(5);
+  release();
+  assert.equal(await done, 'returned');
+  client.resume();
+  await once(client, 'end'); // our FIN arrives although the peer was still sending
+  client.end();
+  await waitForStats(srv, (s) => s.open === 0);
   await stopAndCheck(srv);
 });
 
