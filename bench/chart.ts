@@ -1,7 +1,7 @@
 /**
  * Draws bench/results/latest.json (or the file given as the first argument) as an SVG bar chart of
- * the framework / baseline ratio of every figure that has a ratio target, with the 0.95 and 1.05
- * target lines, using Apache ECharts' server-side SVG renderer. Output: bench/results/chart.svg
+ * the framework / baseline ratio of every figure that has a ratio target (and, in grey beside it,
+ * the framework / pull-floor ratio where the floor ran), with the 0.95 and 1.05 target lines, using Apache ECharts' server-side SVG renderer. Output: bench/results/chart.svg
  * (or the second argument).
  *
  * Run: `npx tsx bench/chart.ts [results.json] [chart.svg]`
@@ -43,9 +43,18 @@ const data = rows.map((f) => ({
   },
 }));
 
+const floorData = rows.map((f) =>
+  f.floorRatio === null
+    ? null
+    : {
+        value: Number(f.floorRatio.toFixed(3)),
+        label: { show: true, position: 'right' as const, formatter: f.floorRatio.toFixed(3), fontSize: 10 },
+      },
+);
+
 const width = 960;
-const height = 120 + rows.length * 26;
-const maxRatio = Math.max(1.3, ...rows.map((f) => f.ratio! + 0.1));
+const height = 140 + rows.length * 34;
+const maxRatio = Math.max(1.3, ...rows.map((f) => Math.max(f.ratio!, f.floorRatio ?? 0) + 0.1));
 
 const chart = echarts.init(null, null, { renderer: 'svg', ssr: true, width, height });
 chart.setOption({
@@ -58,7 +67,8 @@ chart.setOption({
     textStyle: { fontSize: 15 },
     subtextStyle: { fontSize: 11 },
   },
-  grid: { left: 300, right: 140, top: 70, bottom: 30 },
+  legend: { top: 48, data: ['tcpserver / raw node:net', 'tcpserver / pull floor'] },
+  grid: { left: 300, right: 140, top: 80, bottom: 30 },
   xAxis: {
     type: 'value',
     min: 0,
@@ -68,9 +78,11 @@ chart.setOption({
   yAxis: { type: 'category', data: labels, axisLabel: { fontSize: 11 } },
   series: [
     {
+      name: 'tcpserver / raw node:net',
       type: 'bar',
       data,
-      barMaxWidth: 16,
+      barMaxWidth: 14,
+      itemStyle: { color: '#3b8e5a' },
       markLine: {
         symbol: 'none',
         silent: true,
@@ -81,6 +93,13 @@ chart.setOption({
           { xAxis: 1.05, lineStyle: { color: '#555', type: 'dashed' } },
         ],
       },
+    },
+    {
+      name: 'tcpserver / pull floor',
+      type: 'bar',
+      data: floorData,
+      barMaxWidth: 10,
+      itemStyle: { color: '#9aa0b0' },
     },
   ],
 });
