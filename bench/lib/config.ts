@@ -26,7 +26,7 @@ export interface BenchConfig {
   drain: { conns: number; maxMs: number };
 }
 
-/** The full bench: about 15 minutes on the 2-core reference machine. */
+/** The full bench: about 10 minutes on the 2-core reference machine (5 runs). */
 export function fullConfig(runs = 5): BenchConfig {
   return {
     quick: false,
