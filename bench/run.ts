@@ -7,7 +7,8 @@
  * Flags: `--quick` (smoke mode: every path once, tiny counts, checks nothing about speed),
  * `--runs N` (default 5), `--only resp,echo,churn,scale,drain`, `--profile` (V8 CPU profiles of the
  * server children into bench/results/profiles/), `--aa` (A/A calibration: baseline vs baseline),
- * `--match 'GET -P 16'` (only the RESP configurations whose label contains the text).
+ * `--match 'GET -P 16'` (only the RESP configurations whose label contains the text), `--against
+ * <rev>` (the framework built from another commit runs beside this one: see lib/against.ts).
  *
  * @module
  */
@@ -16,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { buildAgainst } from './lib/against.js';
 import { num, parseArgs } from './lib/args.js';
 import { type BenchConfig, fullConfig, quickConfig, type WorkloadContext } from './lib/config.js';
 import {
@@ -72,6 +74,8 @@ async function main(): Promise<number> {
   cfg.profile = args.has('profile');
   cfg.aa = args.has('aa');
   cfg.match = args.get('match') ?? '';
+  const againstRev = args.get('against');
+  if (againstRev !== undefined) cfg.against = buildAgainst(againstRev);
   const only = new Set((args.get('only') ?? WORKLOADS.join(',')).split(',') as Workload[]);
   for (const w of only)
     if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; use ${WORKLOADS}`);
@@ -89,6 +93,7 @@ async function main(): Promise<number> {
     commit: gitCommit(),
     mode: quick ? 'quick' : 'full',
     aa: cfg.aa,
+    against: cfg.against,
     runs: cfg.runs,
     pinning: PINNED
       ? `servers: taskset -c ${SERVER_CPU}; load generators and this runner: taskset -c ${LOAD_CPU}`
@@ -97,7 +102,7 @@ async function main(): Promise<number> {
     commands: [] as string[],
   };
   console.log(
-    `tcpserver bench (${meta.mode}${cfg.aa ? ', A/A calibration' : ''}), ${cfg.runs} run(s) per server`,
+    `tcpserver bench (${meta.mode}${cfg.aa ? ', A/A calibration' : ''}${cfg.against ? `, against ${cfg.against}` : ''}), ${cfg.runs} run(s) per server`,
   );
   console.log(`node ${meta.node} (V8 ${meta.v8}), ${meta.cpu}, ${meta.kernel}, CLK_TCK ${CLK_TCK}`);
   console.log(`${meta.redisBenchmark}; ${meta.redisServer}`);
@@ -149,7 +154,17 @@ async function main(): Promise<number> {
   const stamp = meta.date.replace(/[:.]/g, '-');
   // Only a full, unprofiled, real run is "latest" (what the chart and the README show).
   const partial = WORKLOADS.some((w) => !only.has(w)) || cfg.match !== '';
-  const name = quick ? 'quick' : cfg.aa ? 'aa' : cfg.profile ? 'profile' : partial ? 'partial' : 'latest';
+  const name = quick
+    ? 'quick'
+    : cfg.aa
+      ? 'aa'
+      : cfg.profile
+        ? 'profile'
+        : cfg.against
+          ? 'against'
+          : partial
+            ? 'partial'
+            : 'latest';
   writeFileSync(path.join(dir, `${name}.json`), json);
   if (quick) console.log(`\nwrote bench/results/${name}.json`);
   else {

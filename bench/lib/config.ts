@@ -4,6 +4,7 @@
  * @module
  */
 
+import { againstScript } from './against.js';
 import { nodeArgv, SERVER_CPU, type SpawnSpec } from './proc.js';
 import type { Results } from './results.js';
 
@@ -18,6 +19,8 @@ export interface BenchConfig {
   aa: boolean;
   /** Only RESP configurations whose label contains this (e.g. `GET -P 16`); all when empty. */
   match: string;
+  /** `--against`: the short hash of another commit whose framework runs beside this one; '' when not. */
+  against: string;
   resp: { clients: number; pipeline: number; nPlain: number; nPipelined: number; warmupN: number };
   echo: { conns: number; size: number; seconds: number; warmupSeconds: number };
   pingpong: { count: number; warmup: number };
@@ -34,6 +37,7 @@ export function fullConfig(runs = 5): BenchConfig {
     profile: false,
     aa: false,
     match: '',
+    against: '',
     resp: { clients: 50, pipeline: 16, nPlain: 300_000, nPipelined: 2_000_000, warmupN: 100_000 },
     echo: { conns: 64, size: 64 * 1024, seconds: 5, warmupSeconds: 2 },
     pingpong: { count: 20_000, warmup: 2_000 },
@@ -51,6 +55,7 @@ export function quickConfig(): BenchConfig {
     profile: false,
     aa: false,
     match: '',
+    against: '',
     resp: { clients: 50, pipeline: 16, nPlain: 2_000, nPipelined: 10_000, warmupN: 0 },
     echo: { conns: 8, size: 64 * 1024, seconds: 0.3, warmupSeconds: 0 },
     pingpong: { count: 300, warmup: 50 },
@@ -58,6 +63,13 @@ export function quickConfig(): BenchConfig {
     scale: { conns: 200, parallel: 64 },
     drain: { conns: 10, maxMs: 20 },
   };
+}
+
+/** The servers a workload runs, in the order each run alternates them. */
+export function sides(cfg: BenchConfig): ('framework' | 'baseline' | 'floor' | 'against')[] {
+  return cfg.against === ''
+    ? ['framework', 'baseline', 'floor']
+    : ['framework', 'baseline', 'floor', 'against'];
 }
 
 /** What a workload gets from the runner. */
@@ -83,14 +95,15 @@ export function serverSpec(
 
 /**
  * Server scripts per side: the framework's (`bench/servers/`), the `'data'`-event baseline's
- * (`bench/baseline/`), and the pull-style floor's (`bench/floor/`). `--aa` swaps the framework's
- * for the baseline's.
+ * (`bench/baseline/`), the pull-style floor's (`bench/floor/`), and the framework's servers built
+ * from another commit (`--against`). `--aa` swaps the framework's for the baseline's.
  */
 export function serverScript(
   cfg: BenchConfig,
-  side: 'framework' | 'baseline' | 'floor',
+  side: 'framework' | 'baseline' | 'floor' | 'against',
   kind: 'echo' | 'resp' | 'oneshot',
 ): string {
   if (side === 'floor') return `bench/floor/${kind}.ts`;
+  if (side === 'against') return againstScript(cfg.against, kind);
   return side === 'framework' && !cfg.aa ? `bench/servers/${kind}.ts` : `bench/baseline/${kind}.ts`;
 }

@@ -104,7 +104,9 @@ export function buildChildren(): void {
 
 /** The node binary, flags, and the compiled form of a bench script (`bench/x.ts` → `BUILD_DIR/bench/x.js`). */
 export function nodeArgv(script: string, extraFlags: string[] = []): string[] {
-  return [process.execPath, ...extraFlags, `${BUILD_DIR}/${script.replace(/\.ts$/, '.js')}`];
+  // A `.js` path is compiled already (a server built from another commit: see against.ts).
+  const compiled = script.endsWith('.js') ? script : `${BUILD_DIR}/${script.replace(/\.ts$/, '.js')}`;
+  return [process.execPath, ...extraFlags, compiled];
 }
 
 /** Spec for a TypeScript load generator pinned to the load core, with `--name value` arguments. */

@@ -9,10 +9,10 @@ import { median } from './stats.js';
 
 /**
  * Which server produced a sample. `floor` is the pull-style floor (`bench/lib/pull-floor.ts`):
- * raw `node:net` with one coroutine per connection and nothing else. `redis` is redis-server, the
- * reference floor for RESP.
+ * raw `node:net` with one coroutine per connection and nothing else. `against` is the framework
+ * built from another commit (`--against`). `redis` is redis-server, the reference floor for RESP.
  */
-export type Side = 'framework' | 'baseline' | 'floor' | 'redis';
+export type Side = 'framework' | 'baseline' | 'floor' | 'against' | 'redis';
 
 /** A target on one figure. */
 export type Target =
@@ -41,6 +41,7 @@ export interface FigureResult {
   framework: { median: number; runs: number[] } | null;
   baseline: { median: number; runs: number[] } | null;
   floor: { median: number; runs: number[] } | null;
+  against: { median: number; runs: number[] } | null;
   redis: { median: number; runs: number[] } | null;
   /** framework median / baseline median, or null without both. */
   ratio: number | null;
@@ -51,6 +52,8 @@ export interface FigureResult {
   pairedRatio: number | null;
   /** framework median / pull-floor median: what the framework costs beyond the programming model. */
   floorRatio: number | null;
+  /** framework median / median of the framework built from the `--against` commit. */
+  againstRatio: number | null;
   /** null when the figure has no target. */
   pass: boolean | null;
 }
@@ -96,6 +99,7 @@ export class Results {
       const framework = side('framework');
       const baseline = side('baseline');
       const floor = side('floor');
+      const against = side('against');
       const ratio =
         framework && baseline && baseline.median !== 0 ? framework.median / baseline.median : null;
       const pairs =
@@ -116,10 +120,12 @@ export class Results {
         framework,
         baseline,
         floor,
+        against,
         redis: side('redis'),
         ratio,
         pairedRatio,
         floorRatio: framework && floor && floor.median !== 0 ? framework.median / floor.median : null,
+        againstRatio: framework && against && against.median !== 0 ? framework.median / against.median : null,
         pass,
       };
     });
@@ -146,6 +152,9 @@ function fmt(n: number | undefined | null): string {
 
 /** Renders the results as an aligned text table (markdown-compatible). */
 export function renderTable(rows: FigureResult[], { checked }: { checked: boolean }): string {
+  const ratio = (r: number | null) => (r === null ? '-' : r.toFixed(3));
+  // The `--against` columns appear only when another commit ran.
+  const against = rows.some((r) => r.against !== null);
   const header = [
     'workload',
     'figure',
@@ -155,6 +164,7 @@ export function renderTable(rows: FigureResult[], { checked }: { checked: boolea
     'paired',
     'pull floor',
     'vs floor',
+    ...(against ? ['against', 'vs against'] : []),
     'redis-server',
     'target',
     'result',
@@ -164,10 +174,11 @@ export function renderTable(rows: FigureResult[], { checked }: { checked: boolea
     `${r.figure} (${r.unit})`,
     fmt(r.framework?.median),
     fmt(r.baseline?.median),
-    r.ratio === null ? '-' : r.ratio.toFixed(3),
-    r.pairedRatio === null ? '-' : r.pairedRatio.toFixed(3),
+    ratio(r.ratio),
+    ratio(r.pairedRatio),
     fmt(r.floor?.median),
-    r.floorRatio === null ? '-' : r.floorRatio.toFixed(3),
+    ratio(r.floorRatio),
+    ...(against ? [fmt(r.against?.median), ratio(r.againstRatio)] : []),
     fmt(r.redis?.median),
     targetText(r.target),
     r.pass === null ? '' : !checked ? (r.pass ? '(pass)' : '(fail)') : r.pass ? 'PASS' : 'FAIL',

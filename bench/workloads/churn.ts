@@ -5,7 +5,7 @@
  * @module
  */
 
-import { serverScript, serverSpec, type WorkloadContext } from '../lib/config.js';
+import { serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
 import { lastJson, loadSpec, metered, runToEnd, ServerChild } from '../lib/proc.js';
 import type { Side } from '../lib/results.js';
 
@@ -35,7 +35,7 @@ export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<
 
   const servers: { side: Side; sc: ServerChild }[] = [];
   try {
-    for (const side of ['framework', 'baseline', 'floor'] as const) {
+    for (const side of sides(cfg)) {
       const spec = serverSpec(cfg, serverScript(cfg, side, 'oneshot'), `churn-${side}`);
       servers.push({ side, sc: await ServerChild.start(spec) });
     }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { serverScript, serverSpec, type WorkloadContext } from '../lib/config.js';
+import { serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
 import { lastJson, loadSpec, metered, runToEnd, ServerChild } from '../lib/proc.js';
 import type { Side } from '../lib/results.js';
 
@@ -36,7 +36,7 @@ export async function runEcho({ cfg, results, log }: WorkloadContext): Promise<v
 
   const servers: { side: Side; sc: ServerChild }[] = [];
   try {
-    for (const side of ['framework', 'baseline', 'floor'] as const) {
+    for (const side of sides(cfg)) {
       const spec = serverSpec(cfg, serverScript(cfg, side, 'echo'), `echo-${side}`);
       servers.push({ side, sc: await ServerChild.start(spec) });
     }

@@ -8,7 +8,7 @@
 
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import net from 'node:net';
-import { type BenchConfig, serverScript, serverSpec, type WorkloadContext } from '../lib/config.js';
+import { type BenchConfig, serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
 import {
   LOAD_CPU,
   metered,
@@ -146,9 +146,7 @@ export async function runResp({ cfg, results, log }: WorkloadContext): Promise<v
 
   const targets: Target[] = [];
   try {
-    targets.push(await startNode(cfg, 'framework', serverScript(cfg, 'framework', 'resp')));
-    targets.push(await startNode(cfg, 'baseline', serverScript(cfg, 'baseline', 'resp')));
-    targets.push(await startNode(cfg, 'floor', serverScript(cfg, 'floor', 'resp')));
+    for (const side of sides(cfg)) targets.push(await startNode(cfg, side, serverScript(cfg, side, 'resp')));
     // redis-server is the reference floor; Debian ships it apart from redis-tools, so it may be absent.
     if (have('redis-server')) targets.push(await startRedis());
     else log('  redis-server not found: the reference floor is skipped (apt-get install redis-server)');

@@ -7,7 +7,7 @@
  */
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { serverScript, serverSpec, type WorkloadContext } from '../lib/config.js';
+import { serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
 import { LineChild, LOAD_CPU, nodeArgv, ServerChild } from '../lib/proc.js';
 
 /** Runs the scale figures. */
@@ -19,7 +19,7 @@ export async function runScale({ cfg, results, log }: WorkloadContext): Promise<
   results.define(W, 'close() all', 'ms', { kind: 'absBelow', below: 1000 });
 
   for (let run = 0; run < cfg.runs; run++) {
-    for (const side of ['framework', 'baseline', 'floor'] as const) {
+    for (const side of sides(cfg)) {
       const script = serverScript(cfg, side, 'echo');
       let sc: ServerChild | undefined;
       let client: LineChild | undefined;
