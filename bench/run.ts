@@ -64,6 +64,15 @@ function gitCommit(): string {
   }
 }
 
+/** Which results file a run writes: only a full, real run of every workload is `latest`. */
+function resultsName(cfg: BenchConfig, partial: boolean): string {
+  if (cfg.quick) return 'quick';
+  if (cfg.aa) return 'aa';
+  if (cfg.profile) return 'profile';
+  if (cfg.against !== '') return 'against';
+  return partial ? 'partial' : 'latest';
+}
+
 async function main(): Promise<number> {
   installExitHooks();
   // The harness itself stays off the server core (it only waits on children, but still).
@@ -152,19 +161,8 @@ async function main(): Promise<number> {
   mkdirSync(dir, { recursive: true });
   const json = `${JSON.stringify({ meta, figures: rows, interference: results.interference }, null, 2)}\n`;
   const stamp = meta.date.replace(/[:.]/g, '-');
-  // Only a full, unprofiled, real run is "latest" (what the chart and the README show).
   const partial = WORKLOADS.some((w) => !only.has(w)) || cfg.match !== '';
-  const name = quick
-    ? 'quick'
-    : cfg.aa
-      ? 'aa'
-      : cfg.profile
-        ? 'profile'
-        : cfg.against
-          ? 'against'
-          : partial
-            ? 'partial'
-            : 'latest';
+  const name = resultsName(cfg, partial);
   writeFileSync(path.join(dir, `${name}.json`), json);
   if (quick) console.log(`\nwrote bench/results/${name}.json`);
   else {

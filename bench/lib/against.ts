@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { BUILD_DIR, commandLog, ROOT } from './proc.js';
+import { BUILD_DIR, commandLog, compile, ROOT } from './proc.js';
 
 /** Where other commits are extracted and built, one directory per commit. */
 const AGAINST_DIR = 'node_modules/.cache/tcpserver-bench-against';
@@ -34,17 +34,9 @@ export function buildAgainst(rev: string): string {
   for (const part of ['tsconfig.json', 'bench/tsconfig.json', 'bench/servers', 'bench/lib']) {
     cpSync(path.join(ROOT, part), path.join(tree, part), { recursive: true });
   }
-  commandLog.add(`git archive ${sha} src examples; tsc -p ${AGAINST_DIR}/${sha}/bench/tsconfig.json`);
-  try {
-    const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
-    execFileSync(process.execPath, [tsc, '-p', path.join(tree, 'bench/tsconfig.json')], { stdio: 'pipe' });
-  } catch (e) {
-    // Type errors still emit; a missing export shows when the server child starts.
-    const out = String((e as { stdout?: string }).stdout ?? e);
-    console.warn(
-      `warning: tsc on ${sha} reported errors (emitted anyway):\n${out.split('\n').slice(0, 5).join('\n')}`,
-    );
-  }
+  commandLog.add(`git archive ${sha} src examples`);
+  // Type errors still emit; a missing export shows when the server child starts.
+  compile(`${AGAINST_DIR}/${sha}/bench/tsconfig.json`);
   return sha;
 }
 

@@ -90,14 +90,19 @@ export const BUILD_DIR = 'node_modules/.cache/tcpserver-bench';
  * files being edited elsewhere do not stop the bench (tsc still emits); they are printed.
  */
 export function buildChildren(): void {
-  const argv = [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'bench/tsconfig.json'];
-  commandLog.add('tsc -p bench/tsconfig.json');
+  compile('bench/tsconfig.json');
+}
+
+/** Runs `tsc -p project` (relative to the checkout); errors are printed, not thrown (tsc still emits). */
+export function compile(project: string): void {
+  const argv = [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', project];
+  commandLog.add(`tsc -p ${project}`);
   try {
     execFileSync(process.execPath, argv, { cwd: ROOT, encoding: 'utf8', stdio: 'pipe' });
   } catch (e) {
     const out = String((e as { stdout?: string }).stdout ?? e);
     console.warn(
-      `warning: tsc reported errors (emitted anyway):\n${out.split('\n').slice(0, 10).join('\n')}`,
+      `warning: tsc -p ${project} reported errors (emitted anyway):\n${out.split('\n').slice(0, 10).join('\n')}`,
     );
   }
 }

@@ -100,8 +100,10 @@ export class Results {
       const baseline = side('baseline');
       const floor = side('floor');
       const against = side('against');
-      const ratio =
-        framework && baseline && baseline.median !== 0 ? framework.median / baseline.median : null;
+      // The framework's median over another side's, or null without both.
+      const over = (other: { median: number } | null) =>
+        framework && other && other.median !== 0 ? framework.median / other.median : null;
+      const ratio = over(baseline);
       const pairs =
         framework && baseline
           ? framework.runs.flatMap((v, i) => (baseline.runs[i] ? [v / baseline.runs[i]!] : []))
@@ -124,8 +126,8 @@ export class Results {
         redis: side('redis'),
         ratio,
         pairedRatio,
-        floorRatio: framework && floor && floor.median !== 0 ? framework.median / floor.median : null,
-        againstRatio: framework && against && against.median !== 0 ? framework.median / against.median : null,
+        floorRatio: over(floor),
+        againstRatio: over(against),
         pass,
       };
     });
