@@ -6,6 +6,7 @@ import {
   delimiterDecoder,
   delimiterEncoder,
   encodeLine,
+  type FrameEncoder,
   type LengthFieldLength,
   lengthPrefixedDecoder,
   lengthPrefixedEncoder,
@@ -82,6 +83,25 @@ function codeOf(fn: () => unknown): string | undefined {
   } catch (err) {
     return (err as { code?: string }).code;
   }
+}
+
+/**
+ * Encodes each payload: the wire bytes and payloads of those the encoder took, and the error codes
+ * of those it refused (for the caller to check).
+ */
+function encodeAll(encode: FrameEncoder, payloads: Buffer[]) {
+  const frames: Buffer[] = [];
+  const valid: Buffer[] = [];
+  const refused: (string | undefined)[] = [];
+  for (const p of payloads) {
+    try {
+      frames.push(encode(p));
+      valid.push(p);
+    } catch (err) {
+      refused.push((err as TcpServerError).code);
+    }
+  }
+  return { wire: Buffer.concat(frames), valid, refused };
 }
 
 /** Pushes each chunk and collects frames; end() at the end. Throws through. */
@@ -363,21 +383,12 @@ describe('delimiterDecoder', () => {
         fc.boolean(),
         cuts,
         (delim, payloads, keepDelimiter, cutAt) => {
-          const encode = delimiterEncoder({ delimiter: delim });
-          const frames: Buffer[] = [];
-          const valid: Buffer[] = [];
-          for (const p of payloads) {
-            try {
-              frames.push(encode(p));
-              valid.push(p);
-            } catch (err) {
-              assert.equal((err as TcpServerError).code, 'ERR_INVALID_FRAME');
-            }
-          }
+          const { wire, valid, refused } = encodeAll(delimiterEncoder({ delimiter: delim }), payloads);
+          for (const code of refused) assert.equal(code, 'ERR_INVALID_FRAME');
           const maxLength = Math.max(0, ...valid.map((p) => p.length));
           const out = drive(
             delimiterDecoder({ delimiter: delim, maxLength, keepDelimiter }),
-            split(Buffer.concat(frames), cutAt),
+            split(wire, cutAt),
             maxLength + delim.length - 1,
           );
           const expected = keepDelimiter ? valid.map((p) => Buffer.concat([p, delim])) : valid;
@@ -492,16 +503,8 @@ describe('lengthPrefixedDecoder', () => {
         cuts,
         (lengthFieldLength, littleEndian, lengthAdjustment, payloads, cutAt) => {
           const encode = lengthPrefixedEncoder({ lengthFieldLength, littleEndian, lengthAdjustment });
-          const frames: Buffer[] = [];
-          const valid: Buffer[] = [];
-          for (const p of payloads) {
-            try {
-              frames.push(encode(p));
-              valid.push(p);
-            } catch (err) {
-              assert.ok(TYPED.has((err as TcpServerError).code));
-            }
-          }
+          const { wire, valid, refused } = encodeAll(encode, payloads);
+          for (const code of refused) assert.ok(TYPED.has(code!), `untyped refusal: ${code}`);
           const maxLength = Math.max(0, ...valid.map((p) => p.length));
           const decoder = lengthPrefixedDecoder({
             maxLength,
@@ -509,7 +512,7 @@ describe('lengthPrefixedDecoder', () => {
             littleEndian,
             lengthAdjustment,
           });
-          const out = drive(decoder, split(Buffer.concat(frames), cutAt), maxLength + lengthFieldLength);
+          const out = drive(decoder, split(wire, cutAt), maxLength + lengthFieldLength);
           assert.deepEqual(hex(out), hex({ frames: valid }));
         },
       ),

@@ -15,6 +15,14 @@ const echo: Handler = async (_ctx, conn) => {
   for await (const chunk of conn) await conn.write(chunk);
 };
 
+/** A handler that opens `started` and never returns (it ignores ctx.signal on purpose). */
+function neverReturns(started: { open: () => void }): () => Promise<void> {
+  return async () => {
+    started.open();
+    await new Promise(() => {});
+  };
+}
+
 /** A latch: `open()` releases every `wait`. */
 function latch(): { wait: Promise<void>; open: () => void } {
   let open!: () => void;
@@ -68,10 +76,7 @@ test('(b) a connection mid-request finishes its response byte for byte, then is 
 test('(c) a handler that never returns is destroyed at the deadline and counted as forced', async () => {
   const started = latch();
   const { srv, port } = await startServer({
-    handler: async () => {
-      started.open();
-      await new Promise(() => {}); // ignores ctx.signal on purpose
-    },
+    handler: neverReturns(started),
   });
   const client = await connect(port);
   const closed = once(client, 'close');
@@ -142,10 +147,7 @@ test('(e) close() resolves within 20 ms after the last active connection ends (n
 test('(f) a second close({ timeout: 0 }) forces at once and both calls share the result', async () => {
   const started = latch();
   const { srv, port } = await startServer({
-    handler: async () => {
-      started.open();
-      await new Promise(() => {});
-    },
+    handler: neverReturns(started),
   });
   await connect(port);
   await started.wait;
@@ -164,10 +166,7 @@ test('(f) a second close({ timeout: 0 }) forces at once and both calls share the
 test('a later, longer timeout never extends the deadline; an aborting signal forces', async () => {
   const started = latch();
   const { srv, port } = await startServer({
-    handler: async () => {
-      started.open();
-      await new Promise(() => {});
-    },
+    handler: neverReturns(started),
   });
   await connect(port);
   await started.wait;
@@ -308,10 +307,7 @@ test('serve(signal) drains with shutdownTimeout: a busy handler is forced at tha
     network: 'tcp4',
     address: '127.0.0.1:0',
     shutdownTimeout: 150,
-    handler: async () => {
-      started.open();
-      await new Promise(() => {});
-    },
+    handler: neverReturns(started),
   });
   const controller = new AbortController();
   const serving = srv.serve(controller.signal);
