@@ -138,3 +138,13 @@ export class IncompleteFrameError extends TcpServerError {
     this.buffered = buffered;
   }
 }
+
+/**
+ * A PROXY protocol header (HAProxy's `proxy-protocol.txt`, v1 or v2) that is malformed, of a
+ * version not accepted, or missing. The message names what is wrong; the connection is closed.
+ */
+export class ProxyProtocolError extends TcpServerError {
+  constructor(message: string) {
+    super('ERR_PROXY_PROTOCOL', message);
+  }
+}
