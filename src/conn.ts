@@ -23,6 +23,24 @@ import {
   WriteTimeoutError,
 } from './errors.js';
 import type { Handler } from './options.js';
+import type { ProxyHeader } from './proxy-protocol.js';
+import {
+  kCancel,
+  kCtx,
+  kEndNowIfIdle,
+  kEndWhenIdle,
+  kForce,
+  kForced,
+  kLingerTimeout,
+  kOnHandlerError,
+  kOnIdleTimeout,
+  kOnLingerTimeout,
+  kOnState,
+  kRun,
+  kServe,
+  kWatching,
+} from './symbols.js';
+import { DeadlineQueue, isTimeout } from './timers.js';
 
 /**
  * A connection's place in its life, as in DESIGN.md section 3:
@@ -38,24 +56,22 @@ export interface IoOptions {
   signal?: AbortSignal;
 }
 
-/** @internal What a connection reports to the server that owns it. */
+/** What a connection reports to the server that owns it (module-private symbols, not public API). */
 export interface ConnOwner {
   /** Whether transitions other than `closed` need reporting (someone listens). */
-  readonly watching: boolean;
-  onState(conn: Conn, state: ConnState, prev: ConnState): void;
-  onIdleTimeout(conn: Conn): void;
+  readonly [kWatching]: boolean;
+  /** ms the peer gets to answer our FIN with its own (`lingerTimeout`). */
+  readonly [kLingerTimeout]: number;
+  [kOnState](conn: Conn, state: ConnState, prev: ConnState): void;
+  [kOnIdleTimeout](conn: Conn): void;
+  /** The peer did not close its side within `lingerTimeout` after our FIN; it is being dropped. */
+  [kOnLingerTimeout](conn: Conn): void;
   /** The handler threw or rejected (the connection is already being destroyed). */
-  onHandlerError(conn: Conn, error: unknown): void;
+  [kOnHandlerError](conn: Conn, error: unknown): void;
 }
 
 /** Received bytes queued beyond this pause the socket until the handler reads (read backpressure). */
 const QUEUE_LIMIT = 64 * 1024;
-/** After our FIN is flushed, how long the peer gets to close its side before the socket is dropped. */
-const LINGER_MS = 2_000;
-
-/** Longer delays overflow `setTimeout` (it fires at once): treat them as no deadline. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
 const noop = (): void => {};
 const noopValue = (_value: unknown): void => {};
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
@@ -74,9 +90,10 @@ function capture(resolve: (value: never) => void, reject: (error: Error) => void
   capturedReject = reject;
 }
 
-const validTimeout = (timeout: unknown): boolean => typeof timeout === 'number' && timeout >= 0;
 const badTimeout = (timeout: unknown): InvalidOptionError =>
-  new InvalidOptionError(`timeout must be a number of ms >= 0 or Infinity, got ${String(timeout)}`);
+  new InvalidOptionError(
+    `timeout must be a number of ms from 0 to 2147483647, or Infinity, got ${String(timeout)}`,
+  );
 
 /**
  * A rejected write the handler may never await (see `Conn.needsDrain`): marked handled so the
@@ -91,7 +108,7 @@ function handledRejection(error: Error): Promise<never> {
 
 /** Why a read must fail before it starts: a malformed timeout, or a signal already aborted. */
 function refuseOptions(opts: IoOptions): Error | undefined {
-  if (opts.timeout !== undefined && !validTimeout(opts.timeout)) return badTimeout(opts.timeout);
+  if (opts.timeout !== undefined && !isTimeout(opts.timeout)) return badTimeout(opts.timeout);
   if (opts.signal?.aborted) return new AbortedError(opts.signal.reason);
   return undefined;
 }
@@ -111,39 +128,12 @@ const NO_CHUNKS = Object.freeze([]) as unknown as Buffer[];
 const NO_WAITERS = Object.freeze([]) as unknown as Waiter[];
 
 /**
- * Connections whose FIN is flushed, waiting for the peer's, with their deadlines. One unref'd
- * sweep timer serves them all: a timer per closing connection shows in churn benchmarks.
+ * Connections whose FIN is flushed, waiting for the peer's until `lingerTimeout` (as nginx's
+ * `lingering_timeout`). One deadline queue serves every server: a timer per closing connection
+ * shows in churn benchmarks.
  */
-const lingering = new Map<Conn, number>();
-let lingerSweep: NodeJS.Timeout | undefined;
-
-function startLinger(conn: Conn): void {
-  lingering.set(conn, performance.now() + LINGER_MS);
-  if (lingerSweep === undefined) {
-    lingerSweep = setInterval(sweepLingering, LINGER_MS / 4);
-    lingerSweep.unref();
-  }
-}
-
-function stopLinger(conn: Conn): void {
-  // The sweep stops itself once nothing lingers: clearing it here would restart it per connection.
-  lingering.delete(conn);
-}
-
-function sweepLingering(): void {
-  if (lingering.size === 0) {
-    clearInterval(lingerSweep);
-    lingerSweep = undefined;
-    return;
-  }
-  const now = performance.now();
-  // Map order is insertion order, so deadlines ascend: stop at the first one still ahead.
-  for (const [conn, deadline] of lingering) {
-    if (deadline > now) break;
-    lingering.delete(conn);
-    conn.socket.destroy(); // its 'close' finishes the bookkeeping
-  }
-}
+let expireLinger: (conn: Conn) => void;
+const lingering = new DeadlineQueue<Conn>((conn) => expireLinger(conn));
 
 /** Where a socket keeps its Conn, so one set of listener functions serves every connection. */
 const kConn = Symbol('tcpserver.conn');
@@ -194,6 +184,8 @@ const LINGERING = 1 << 9;
 const READ_ITER = 1 << 10;
 /** The pending read is a `readFrame`: chunks go through `#decoder`, it resolves whole frames. */
 const READ_FRAME = 1 << 11;
+/** Spread closing: this idle connection's moment to end has come (see `kEndNowIfIdle`). */
+const END_NOW = 1 << 12;
 
 type Listener = (this: ConnSocket) => void;
 let onData: (this: ConnSocket, chunk: Buffer) => void;
@@ -234,11 +226,9 @@ class ConnIterator implements AsyncIterableIterator<Buffer> {
 export class Conn implements AsyncIterable<Buffer> {
   /** Unique within the server, increasing from 1. */
   readonly id: number;
-  /** The underlying socket (a `tls.TLSSocket` under TLS): the escape hatch. */
-  readonly socket: Socket;
-  /** @internal */
-  readonly ctx: Context;
+  readonly [kCtx]: Context;
   readonly #owner: ConnOwner;
+  #socket: Socket;
   #state: ConnState = 'new';
   #queue: Buffer[] = NO_CHUNKS;
   #queued = 0;
@@ -256,23 +246,62 @@ export class Conn implements AsyncIterable<Buffer> {
   #finished: Promise<void> | undefined;
   #resolveFinished: ((value: unknown) => void) | undefined;
   #remote: { address: string | undefined; port: number | undefined } | undefined;
+  #proxy: ProxyHeader | undefined;
 
-  /** @internal Created by the server for each accepted socket. */
-  constructor(owner: ConnOwner, id: number, socket: Socket, ctx: Context, idleTimeout: number) {
+  /**
+   * @internal Created by the accept pipeline for each accepted socket. Accept stages (PROXY
+   * header, TLS handshake) own the socket's input until `kServe`; until then the connection only
+   * watches for the socket failing or closing.
+   */
+  constructor(owner: ConnOwner, id: number, socket: Socket, ctx: Context) {
     this.#owner = owner;
     this.id = id;
-    this.socket = socket;
-    this.ctx = ctx;
+    this.#socket = socket;
+    this[kCtx] = ctx;
     (socket as ConnSocket)[kConn] = this;
-    socket.on('data', onData);
-    socket.on('end', onEnd);
     socket.on('error', onError);
     socket.on('close', onClose);
+  }
+
+  /**
+   * @internal Every accept stage is done: the connection reads from `stream` from now on (the
+   * `TLSSocket` after a handshake, else the accepted socket), with the PROXY header's addresses.
+   * Input a stage read past its end was put back into the stream, so nothing is lost.
+   */
+  [kServe](stream: Socket, proxy: ProxyHeader | undefined, idleTimeout: number): void {
+    this.#proxy = proxy;
+    const accepted = this.#socket;
+    if (stream !== accepted) {
+      accepted.off('error', onError);
+      accepted.off('close', onClose);
+      accepted.on('error', noop); // node:tls forwards the accepted socket's errors to `stream`
+      this.#socket = stream;
+      (stream as ConnSocket)[kConn] = this;
+      stream.on('error', onError);
+      stream.on('close', onClose);
+    }
+    stream.on('data', onData);
+    stream.on('end', onEnd);
     // 'drain' and 'finish' listeners are added when first needed (a write waits; end()).
     if (idleTimeout > 0) {
-      socket.setTimeout(Math.min(idleTimeout, MAX_TIMER_MS));
-      socket.on('timeout', onTimeout);
+      stream.setTimeout(idleTimeout);
+      stream.on('timeout', onTimeout);
     }
+    if (stream.isPaused()) stream.resume(); // a stage paused it to stop at its header's end
+  }
+
+  /** The underlying socket (a `tls.TLSSocket` under TLS, once its handshake is done): the escape hatch. */
+  get socket(): Socket {
+    return this.#socket;
+  }
+
+  /**
+   * The PROXY protocol header this connection arrived with (`proxyProtocol` option), or
+   * `undefined`. When it names addresses (command `PROXY`), `remoteAddress`, `remotePort`,
+   * `localAddress` and `localPort` report them; the socket's own stay on `conn.socket`.
+   */
+  get proxy(): ProxyHeader | undefined {
+    return this.#proxy;
   }
 
   static {
@@ -297,7 +326,11 @@ export class Conn implements AsyncIterable<Buffer> {
     };
     onTimeout = function (this: ConnSocket) {
       const conn = this[kConn];
-      conn.#owner.onIdleTimeout(conn);
+      conn.#owner[kOnIdleTimeout](conn);
+    };
+    expireLinger = (conn) => {
+      conn.#owner[kOnLingerTimeout](conn);
+      conn.#socket.destroy(); // its 'close' finishes the bookkeeping
     };
     readNext = (conn) => conn.#read(undefined, true) as Promise<IteratorResult<Buffer>>;
   }
@@ -307,28 +340,39 @@ export class Conn implements AsyncIterable<Buffer> {
     return this.#state;
   }
 
-  /** The peer's address (kept after the socket closes). */
+  /**
+   * The peer's address (kept after the socket closes): the PROXY header's source when there is
+   * one (a path for a UNIX family), else the socket's.
+   */
   get remoteAddress(): string | undefined {
+    const source = this.#proxy?.source;
+    if (source !== undefined) return 'path' in source ? source.path : source.address;
     return this.#peer().address;
   }
 
-  /** The peer's port (kept after the socket closes). */
+  /** The peer's port (kept after the socket closes): the PROXY header's when there is one. */
   get remotePort(): number | undefined {
+    const source = this.#proxy?.source;
+    if (source !== undefined) return 'port' in source ? source.port : undefined;
     return this.#peer().port;
   }
 
-  /** The local address the connection arrived on. */
+  /** The local address the connection arrived on: the PROXY header's destination when there is one. */
   get localAddress(): string | undefined {
-    return this.socket.localAddress;
+    const destination = this.#proxy?.destination;
+    if (destination !== undefined) return 'path' in destination ? destination.path : destination.address;
+    return this.#socket.localAddress;
   }
 
-  /** The local port the connection arrived on. */
+  /** The local port the connection arrived on: the PROXY header's when there is one. */
   get localPort(): number | undefined {
-    return this.socket.localPort;
+    const destination = this.#proxy?.destination;
+    if (destination !== undefined) return 'port' in destination ? destination.port : undefined;
+    return this.#socket.localPort;
   }
 
-  /** @internal True when the connection was destroyed by a shutdown deadline. */
-  get forced(): boolean {
+  /** True when the connection was destroyed by a shutdown deadline. */
+  get [kForced](): boolean {
     return (this.#flags & FORCED) !== 0;
   }
 
@@ -387,8 +431,8 @@ export class Conn implements AsyncIterable<Buffer> {
    * A write that is never awaited does not become an unhandled rejection (see {@link needsDrain}).
    */
   write(data: string | Uint8Array, opts?: IoOptions): Promise<void> {
-    const socket = this.socket;
-    if (opts?.timeout !== undefined && !validTimeout(opts.timeout))
+    const socket = this.#socket;
+    if (opts?.timeout !== undefined && !isTimeout(opts.timeout))
       return Promise.reject(badTimeout(opts.timeout));
     if (this.#closeError !== undefined) return handledRejection(this.#closeError);
     if ((this.#flags & CLOSED) !== 0 || socket.destroyed || socket.writableEnded) {
@@ -419,7 +463,7 @@ export class Conn implements AsyncIterable<Buffer> {
    * peer's FIN.
    */
   end(data?: string | Uint8Array): Promise<void> {
-    const socket = this.socket;
+    const socket = this.#socket;
     if (this.#state !== 'closed') this.#setState('closing');
     if (this.#finished === undefined) socket.on('finish', onFinish);
     if (!socket.writableEnded && !socket.destroyed) {
@@ -439,7 +483,7 @@ export class Conn implements AsyncIterable<Buffer> {
 
   /** Closes the connection at once, discarding unsent data. */
   destroy(error?: Error): void {
-    this.socket.destroy(error);
+    this.#socket.destroy(error);
   }
 
   /**
@@ -460,15 +504,15 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   /**
-   * @internal Runs the handler and turns its outcome into a graceful end or a destroy. Its
-   * promise settles into two functions bound to this connection: smaller per connection than two
-   * arrows and their shared context, or an `async` wrapper (a generator and await closures).
+   * Runs the handler and turns its outcome into a graceful end or a destroy. Its promise settles
+   * into two functions bound to this connection: smaller per connection than two arrows and their
+   * shared context, or an `async` wrapper (a generator and await closures).
    */
-  run(handler: Handler): void {
+  [kRun](handler: Handler): void {
     this.#setState('active');
     let result: void | Promise<void>;
     try {
-      result = handler(this.ctx, this);
+      result = handler(this[kCtx], this);
     } catch (error) {
       this.#handlerFailed(error);
       return;
@@ -484,30 +528,47 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #handlerFailed(error: unknown): void {
     this.#afterHandler(true);
-    this.#owner.onHandlerError(this, error);
+    this.#owner[kOnHandlerError](this, error);
   }
 
   /**
-   * @internal Asks the connection to end as soon as it is idle (shutdown, idle timeout):
-   * `ctx.signal` aborts, and a pending idle read returns null so the handler can return.
+   * Asks the connection to end as soon as it is idle (shutdown, idle timeout, connection age):
+   * `ctx.signal` aborts, and a pending idle read returns null so the handler can return. A
+   * connection still in the accept pipeline (`new`) has no request yet: it is closed at once.
+   * With `spread`, an idle connection waits for `kEndNowIfIdle` (its moment in the window)
+   * before it ends; one that goes idle after its moment ends at once.
    */
-  drain(reason: Error): void {
-    this.ctx.cancel(reason);
-    if ((this.#flags & ENDING) !== 0) return;
-    this.#flags |= ENDING | IN_FLIGHT;
-    if (this.#state === 'new') this.socket.destroy();
-    else this.#maybeIdle();
+  [kEndWhenIdle](reason: Error, spread = false): void {
+    this[kCtx][kCancel](reason);
+    const first = (this.#flags & ENDING) === 0;
+    if (first) {
+      this.#flags |= ENDING | IN_FLIGHT;
+      if (this.#state === 'new') {
+        this.#socket.destroy();
+        return;
+      }
+    }
+    // A later reason without a spread (an idle timeout during a spread shutdown) ends it now.
+    if (!spread) this.#flags |= END_NOW;
+    if (first || !spread) this.#maybeIdle();
   }
 
-  /** @internal Destroys the connection because a shutdown deadline passed. */
-  force(reason: Error): void {
+  /** Spread closing: this connection's moment has come; it ends now if idle, else when it goes idle. */
+  [kEndNowIfIdle](): void {
+    if ((this.#flags & END_NOW) !== 0) return;
+    this.#flags |= END_NOW;
+    this.#maybeIdle();
+  }
+
+  /** Destroys the connection because a shutdown deadline passed. */
+  [kForce](reason: Error): void {
     if (this.#state === 'closed') return;
     this.#flags |= FORCED;
-    this.ctx.cancel(reason);
+    this[kCtx][kCancel](reason);
     this.#closeError ??= new ConnClosedError('connection was closed by a shutdown deadline', {
       cause: reason,
     });
-    this.socket.destroy();
+    this.#socket.destroy();
   }
 
   /**
@@ -542,14 +603,14 @@ export class Conn implements AsyncIterable<Buffer> {
     }
     if ((this.#flags & PAUSED) !== 0) {
       this.#flags &= ~PAUSED;
-      this.socket.resume();
+      this.#socket.resume();
     }
     if (failed) {
-      this.socket.destroy();
+      this.#socket.destroy();
       return;
     }
     void this.end();
-    if (this.socket.writableFinished) this.#startLinger();
+    if (this.#socket.writableFinished) this.#startLinger();
   }
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
@@ -617,7 +678,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if ((this.#flags & PAUSED) !== 0 && this.#queued < QUEUE_LIMIT) {
       this.#flags &= ~PAUSED;
       this.#flags |= IN_FLIGHT;
-      this.socket.resume();
+      this.#socket.resume();
     }
     return chunk;
   }
@@ -635,10 +696,10 @@ export class Conn implements AsyncIterable<Buffer> {
   #maybeIdle(): void {
     if (this.#readResolve === undefined || !this.#canIdle()) return;
     if (this.#state === 'active') this.#setState('idle');
-    if ((this.#flags & ENDING) === 0) return;
+    if ((this.#flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
     // Input the peer already sent may still be on its way up to us: wait for it, never drop it.
     // (Input sent after that is the peer racing the shutdown, as with any server.)
-    if ((this.#flags & IN_FLIGHT) !== 0 || this.socket.readableLength > 0) this.#endWhenQuiet();
+    if ((this.#flags & IN_FLIGHT) !== 0 || this.#socket.readableLength > 0) this.#endWhenQuiet();
     else this.#endRead();
   }
 
@@ -660,8 +721,8 @@ export class Conn implements AsyncIterable<Buffer> {
     setImmediate(() =>
       setImmediate(() => {
         this.#flags &= ~(END_CHECK | IN_FLIGHT);
-        if (this.#readResolve !== undefined && (this.#flags & ENDING) !== 0 && this.#canIdle())
-          this.#endRead();
+        const ending = (this.#flags & (ENDING | END_NOW)) === (ENDING | END_NOW);
+        if (this.#readResolve !== undefined && ending && this.#canIdle()) this.#endRead();
       }),
     );
   }
@@ -712,7 +773,7 @@ export class Conn implements AsyncIterable<Buffer> {
       signal.addEventListener('abort', deadline.onAbort, { once: true });
     }
     const timeout = opts.timeout;
-    if (timeout !== undefined && timeout <= MAX_TIMER_MS) {
+    if (timeout !== undefined && timeout !== Infinity) {
       deadline.timer = setTimeout(
         () => fail(kind === 'read' ? new ReadTimeoutError(timeout) : new WriteTimeoutError(timeout)),
         timeout,
@@ -736,11 +797,11 @@ export class Conn implements AsyncIterable<Buffer> {
     const prev = this.#state;
     if (prev === next || prev === 'closed') return;
     this.#state = next;
-    if (next === 'closed' || this.#owner.watching) this.#owner.onState(this, next, prev);
+    if (next === 'closed' || this.#owner[kWatching]) this.#owner[kOnState](this, next, prev);
   }
 
   #peer(): { address: string | undefined; port: number | undefined } {
-    this.#remote ??= { address: this.socket.remoteAddress, port: this.socket.remotePort };
+    this.#remote ??= { address: this.#socket.remoteAddress, port: this.#socket.remotePort };
     return this.#remote;
   }
 
@@ -754,8 +815,10 @@ export class Conn implements AsyncIterable<Buffer> {
   #startLinger(): void {
     if ((this.#flags & LINGERING) !== 0 || this.#state === 'closed') return;
     // The peer normally answers our FIN with its own at once; one that does not is dropped.
+    const timeout = this.#owner[kLingerTimeout];
+    if (timeout === Infinity) return;
     this.#flags |= LINGERING;
-    startLinger(this);
+    lingering.add(this, performance.now() + timeout);
   }
 
   #onData(chunk: Buffer): void {
@@ -772,7 +835,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (this.#state === 'idle') this.#setState('active');
     if (this.#queued >= QUEUE_LIMIT && (this.#flags & PAUSED) === 0) {
       this.#flags |= PAUSED;
-      this.socket.pause();
+      this.#socket.pause();
     }
   }
 
@@ -809,7 +872,7 @@ export class Conn implements AsyncIterable<Buffer> {
   #onClose(): void {
     this.#flags |= CLOSED;
     this.#settleFinished();
-    if ((this.#flags & LINGERING) !== 0) stopLinger(this);
+    if ((this.#flags & LINGERING) !== 0) lingering.delete(this);
     const reject = this.#readReject;
     if (reject !== undefined) {
       if ((this.#flags & EOF) !== 0) this.#settleRead(null);

@@ -4,6 +4,7 @@
  * @module
  */
 import type { Server } from './server.js';
+import { kCancel, kCancelReason } from './symbols.js';
 
 /**
  * What a handler gets besides its connection. `signal` aborts when the server starts shutting
@@ -33,13 +34,13 @@ export class Context {
     return this.#controller.signal;
   }
 
-  /** @internal Why `signal` aborted, or undefined while it has not. */
-  get cancelReason(): unknown {
+  /** Why `signal` aborted, or undefined while it has not. */
+  get [kCancelReason](): unknown {
     return this.#reason;
   }
 
-  /** @internal Aborts `signal` once; later calls keep the first reason. */
-  cancel(reason: unknown): void {
+  /** Aborts `signal` once; later calls keep the first reason. */
+  [kCancel](reason: unknown): void {
     if (this.#reason !== undefined) return;
     this.#reason = reason;
     this.#controller?.abort(reason);

@@ -7,6 +7,7 @@
  * | `tcpserver:server.listening`  | `{ server, addresses }`                  |
  * | `tcpserver:conn.state`        | `{ server, conn, state, prev }`          |
  * | `tcpserver:conn.rejected`     | `{ server, socket, reason }`             |
+ * | `tcpserver:conn.refused`      | `{ server, conn, reason, error }`        |
  * | `tcpserver:handler.error`     | `{ server, conn, error }`                |
  * | `tcpserver:server.shutdown`   | `{ server, timeout }`                    |
  * | `tcpserver:server.close`      | `{ server, report }`                     |
@@ -20,6 +21,7 @@ export const channels = {
   listening: diagnostics.channel('tcpserver:server.listening'),
   connState: diagnostics.channel('tcpserver:conn.state'),
   rejected: diagnostics.channel('tcpserver:conn.rejected'),
+  refused: diagnostics.channel('tcpserver:conn.refused'),
   handlerError: diagnostics.channel('tcpserver:handler.error'),
   shutdown: diagnostics.channel('tcpserver:server.shutdown'),
   close: diagnostics.channel('tcpserver:server.close'),

@@ -18,23 +18,25 @@
 import { applyOptions, type Option, resolveOptions, type ServerOptions } from './options.js';
 import { Server } from './server.js';
 
+export type { RefuseReason, RejectReason } from './accept.js';
 export type { BoundAddress, ListenSpec, Network } from './address.js';
 export { formatAddress } from './address.js';
 export * from './codec/index.js';
-export type { ConnOwner, ConnState, IoOptions } from './conn.js';
+export type { ConnState, IoOptions } from './conn.js';
 export { Conn } from './conn.js';
 export { Context } from './context.js';
 export { channels } from './diagnostics.js';
 export * from './errors.js';
 export type { HealthAddress, HealthServer, HealthServerOptions, HealthTarget } from './health.js';
 export { healthServer } from './health.js';
-export type { Handler, ListenerOption, Logger, Option, ResolvedOptions, ServerOptions } from './options.js';
+export type { Handler, ListenerOption, Logger, Option, ServerOptions } from './options.js';
 export {
   address,
   handler,
   handshakeTimeout,
   idleTimeout,
   keepAlive,
+  lingerTimeout,
   listener,
   logger,
   maxConnectionAge,
@@ -42,9 +44,29 @@ export {
   name,
   network,
   noDelay,
+  proxyProtocol,
+  random,
+  shutdownSpread,
   shutdownTimeout,
   tls,
 } from './options.js';
+export type {
+  ProxyHeader,
+  ProxyInetAddress,
+  ProxySsl,
+  ProxyTlv,
+  ProxyUnixAddress,
+  ProxyVersions,
+} from './proxy-protocol.js';
+export {
+  crc32c,
+  maxProxyHeaderLength,
+  PP2_CLIENT,
+  PP2_SUBTYPE_SSL,
+  PP2_TYPE,
+  parseProxyHeader,
+} from './proxy-protocol.js';
+export type { ProxyFailure, ProxyProtocolOptions } from './proxy-stage.js';
 export type { CloseOptions, ServerStats, ShutdownReport } from './server.js';
 export { Server } from './server.js';
 export type {
@@ -57,6 +79,8 @@ export type {
 export { shutdownOnSignals } from './signals.js';
 export type { SystemdListener } from './systemd.js';
 export { SystemdActivationError, systemdListeners } from './systemd.js';
+export type { Random } from './timers.js';
+export { MAX_DELAY_MS, seededRandom } from './timers.js';
 
 /**
  * Builds a server from option functions, the seed's form:

@@ -63,6 +63,8 @@ const DEFAULT_SHUTDOWN_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
  * | `tcpserver_connections_forced_total` | counter | connections destroyed at a shutdown deadline |
  * | `tcpserver_handler_errors_total` | counter | handlers that threw or rejected |
  * | `tcpserver_idle_timeouts_total` | counter | connections closed by `idleTimeout` |
+ * | `tcpserver_linger_timeouts_total` | counter | connections dropped because the peer did not answer our FIN within `lingerTimeout` |
+ * | `tcpserver_connections_refused_total{reason}` | counter | connections closed in the accept pipeline (PROXY header, TLS handshake), by reason |
  * | `tcpserver_connection_duration_seconds` | histogram | accept to close, per connection |
  * | `tcpserver_shutdown_duration_seconds` | histogram | `close()` start to full stop |
  *
@@ -107,6 +109,8 @@ export function instrument(srv: MetricsTarget, options: InstrumentOptions = {}):
     forced: name('connections_forced_total'),
     errors: name('handler_errors_total'),
     idleTimeouts: name('idle_timeouts_total'),
+    lingerTimeouts: name('linger_timeouts_total'),
+    refused: name('connections_refused_total'),
     connDuration: name('connection_duration_seconds'),
     shutdownDuration: name('shutdown_duration_seconds'),
   };
@@ -131,7 +135,10 @@ export function instrument(srv: MetricsTarget, options: InstrumentOptions = {}):
   });
 
   // Counters mirror stats(): set, not incremented, at scrape time.
-  const fromStats = (metric: string, help: string, key: keyof MetricsStats): Counter => {
+  type CountKey = {
+    [K in keyof MetricsStats]: MetricsStats[K] extends number ? K : never;
+  }[keyof MetricsStats];
+  const fromStats = (metric: string, help: string, key: CountKey): Counter => {
     const counter: Counter = new Counter({
       name: metric,
       help,
@@ -153,6 +160,21 @@ export function instrument(srv: MetricsTarget, options: InstrumentOptions = {}):
   fromStats(n.forced, 'Connections destroyed at a shutdown deadline.', 'forced');
   fromStats(n.errors, 'Connection handlers that threw or rejected.', 'errors');
   fromStats(n.idleTimeouts, 'Connections closed by idleTimeout.', 'idleTimeouts');
+  fromStats(
+    n.lingerTimeouts,
+    'Connections dropped: no FIN from the peer within lingerTimeout of ours.',
+    'lingerTimeouts',
+  );
+  const refused: Counter = new Counter({
+    name: n.refused,
+    help: 'Connections closed in the accept pipeline before their handler ran, by reason.',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      refused.reset();
+      for (const [reason, count] of Object.entries(srv.stats().refused)) refused.inc({ reason }, count);
+    },
+  });
 
   const connDuration = new Histogram({
     name: n.connDuration,

@@ -10,6 +10,8 @@ import { type ListenSpec, type Network, parseAddress, parseNetwork } from './add
 import type { Conn } from './conn.js';
 import type { Context } from './context.js';
 import { InvalidOptionError } from './errors.js';
+import { type ProxyProtocolOptions, type ResolvedProxyOptions, resolveProxyOptions } from './proxy-stage.js';
+import { describeValue as describe, duration, type Random } from './timers.js';
 
 /** The per-connection function a server runs. It owns the connection until it returns. */
 export type Handler = (ctx: Context, conn: Conn) => void | Promise<void>;
@@ -50,8 +52,26 @@ export interface ServerOptions {
   maxConnectionAge?: number;
   /** Drop a TLS peer that has not completed its handshake after this many ms. Default 10 000. */
   handshakeTimeout?: number;
+  /**
+   * Read a PROXY protocol header (v1 or v2, HAProxy's spec) from trusted peers before anything
+   * else; the connection then reports the header's addresses. Off by default, never auto-detected.
+   */
+  proxyProtocol?: ProxyProtocolOptions;
   /** Grace period of `close()` without `timeout` and of `serve(signal)`. Default 10 000 ms. */
   shutdownTimeout?: number;
+  /**
+   * Spread the ending of idle connections at shutdown over this many ms (each at a random moment;
+   * capped at 90% of the shutdown deadline), so their clients do not all reconnect at once.
+   * `0` (default) ends them all at once. `close({ spread })` overrides it.
+   */
+  shutdownSpread?: number;
+  /**
+   * After our FIN is flushed, how many ms the peer gets to close its side before the socket is
+   * dropped (nginx's `lingering_timeout`). Default 2000; `Infinity` waits as long as the peer does.
+   */
+  lingerTimeout?: number;
+  /** Uniform random numbers in [0, 1) for spread closing and age jitter. Default `Math.random`. */
+  random?: Random;
   /** Disable Nagle's algorithm on accepted sockets. Default `true`. */
   noDelay?: boolean;
   /** TCP keep-alive: `false` (default), `true`, or the initial delay in ms. */
@@ -63,7 +83,7 @@ export interface ServerOptions {
 /** One option of the seed-style constructor `newServer(...options)`. */
 export type Option = (options: ServerOptions) => void;
 
-/** Options after validation, with defaults applied. */
+/** Options after validation, with defaults applied (internal: not exported from the package). */
 export interface ResolvedOptions {
   name: string;
   network: Network;
@@ -76,7 +96,11 @@ export interface ResolvedOptions {
   idleTimeout: number;
   maxConnectionAge: number;
   handshakeTimeout: number;
+  proxyProtocol: ResolvedProxyOptions | undefined;
   shutdownTimeout: number;
+  shutdownSpread: number;
+  lingerTimeout: number;
+  random: Random;
   noDelay: boolean;
   keepAlive: boolean;
   keepAliveInitialDelay: number;
@@ -133,6 +157,26 @@ export const handshakeTimeout =
   (ms: number): Option =>
   (o) =>
     void (o.handshakeTimeout = ms);
+/** Sets {@link ServerOptions.proxyProtocol}. */
+export const proxyProtocol =
+  (value: ProxyProtocolOptions): Option =>
+  (o) =>
+    void (o.proxyProtocol = value);
+/** Sets {@link ServerOptions.shutdownSpread}. */
+export const shutdownSpread =
+  (ms: number): Option =>
+  (o) =>
+    void (o.shutdownSpread = ms);
+/** Sets {@link ServerOptions.lingerTimeout}. */
+export const lingerTimeout =
+  (ms: number): Option =>
+  (o) =>
+    void (o.lingerTimeout = ms);
+/** Sets {@link ServerOptions.random}. */
+export const random =
+  (value: Random): Option =>
+  (o) =>
+    void (o.random = value);
 /** Sets {@link ServerOptions.shutdownTimeout}. */
 export const shutdownTimeout =
   (ms: number): Option =>
@@ -185,6 +229,11 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   const keepAliveOpt = options.keepAlive ?? false;
   if (typeof keepAliveOpt !== 'boolean') duration('keepAlive', keepAliveOpt, false);
   if (options.logger !== undefined) checkLogger(options.logger);
+  if (options.random !== undefined && typeof options.random !== 'function') {
+    throw new InvalidOptionError(
+      `random must be a function returning numbers in [0, 1), got ${describe(options.random)}`,
+    );
+  }
   return {
     name: options.name ?? 'tcpserver',
     network: net,
@@ -194,9 +243,14 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     listener: existing,
     maxConnections: maxConns,
     idleTimeout: duration('idleTimeout', options.idleTimeout ?? 0, false),
-    maxConnectionAge: duration('maxConnectionAge', options.maxConnectionAge ?? 0, false),
-    handshakeTimeout: duration('handshakeTimeout', options.handshakeTimeout ?? 10_000, false),
+    maxConnectionAge: duration('maxConnectionAge', options.maxConnectionAge ?? 0, true),
+    handshakeTimeout: duration('handshakeTimeout', options.handshakeTimeout ?? 10_000, true),
+    proxyProtocol:
+      options.proxyProtocol === undefined ? undefined : resolveProxyOptions(options.proxyProtocol),
     shutdownTimeout: duration('shutdownTimeout', options.shutdownTimeout ?? 10_000, true),
+    shutdownSpread: duration('shutdownSpread', options.shutdownSpread ?? 0, false),
+    lingerTimeout: duration('lingerTimeout', options.lingerTimeout ?? 2_000, true),
+    random: options.random ?? Math.random,
     noDelay: options.noDelay ?? true,
     keepAlive: keepAliveOpt !== false,
     keepAliveInitialDelay: typeof keepAliveOpt === 'number' ? keepAliveOpt : 0,
@@ -214,23 +268,6 @@ export function applyOptions(list: readonly Option[]): ServerOptions {
     option(options);
   }
   return options;
-}
-
-/**
- * Checks a duration in milliseconds: a finite number >= 0, or Infinity where `infinite` allows it.
- * Exported because `close({ timeout })` takes the same kind of value.
- */
-export function duration(label: string, value: unknown, infinite: boolean): number {
-  if (
-    typeof value !== 'number' ||
-    Number.isNaN(value) ||
-    value < 0 ||
-    (!infinite && value === Number.POSITIVE_INFINITY)
-  ) {
-    const want = infinite ? 'a number of ms >= 0 or Infinity' : 'a finite number of ms >= 0';
-    throw new InvalidOptionError(`${label} must be ${want}, got ${describe(value)}`);
-  }
-  return value;
 }
 
 function checkListener(value: unknown): void {
@@ -251,11 +288,4 @@ function checkLogger(value: unknown): void {
       );
     }
   }
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'function') return 'a function';
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
-  if (typeof value === 'string') return JSON.stringify(value);
-  return typeof value;
 }

@@ -1,34 +1,49 @@
 /**
- * Server: lifecycle, accept loop, connection tracking, and graceful shutdown.
+ * Server: the lifecycle of one server, and the book of its connections.
  *
- * Lifecycle: `created` → (`listen()`) `serving` → (`close()`) `closing` → `stopped`. A server is
- * used once: after it stops, make a new one.
+ * ```
+ *   created --listen()--> serving --close()--> closing --last connection gone--> stopped
+ *      \________________ close() before listen, or listen failed _______________/
+ * ```
  *
- * Shutdown (DESIGN.md section 4) is event-driven: every connection reports its `closed` transition
- * through `onState` (and every other transition while someone observes them), and the close
- * completes from inside the change that removes the last one.
+ * A server is used once: after it stops, make a new one. What happens between a listener
+ * accepting a socket and the handler running is the accept pipeline (`accept.ts`); the graceful
+ * shutdown is `shutdown.ts`; both are walked through in docs/architecture.md.
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Server as NetServer, Socket } from 'node:net';
-import { performance } from 'node:perf_hooks';
-import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
-import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
-import { Conn, type ConnOwner, type ConnState, MAX_TIMER_MS } from './conn.js';
-import { Context } from './context.js';
-import { channels } from './diagnostics.js';
 import {
-  ConnClosedError,
-  ConnectionAgeError,
-  IdleTimeoutError,
-  InvalidOptionError,
-  ServerClosedError,
-} from './errors.js';
+  type AcceptHost,
+  AcceptPipeline,
+  REFUSE_REASONS,
+  type RefuseReason,
+  type RejectReason,
+} from './accept.js';
+import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
+import type { Conn, ConnOwner, ConnState } from './conn.js';
+import { channels } from './diagnostics.js';
+import { ConnClosedError, IdleTimeoutError, InvalidOptionError, ServerClosedError } from './errors.js';
 import { bindListener, listenerFor, listenerForFd, type PendingListener } from './listen.js';
-import { duration, type ResolvedOptions } from './options.js';
+import type { ResolvedOptions } from './options.js';
+import { Shutdown, type ShutdownHost, type ShutdownReport } from './shutdown.js';
+import {
+  kCancelReason,
+  kCtx,
+  kEndWhenIdle,
+  kLingerTimeout,
+  kOnHandlerError,
+  kOnIdleTimeout,
+  kOnLingerTimeout,
+  kOnState,
+  kWatching,
+} from './symbols.js';
 import { systemdListeners } from './systemd.js';
+import { duration } from './timers.js';
+
+export type { RefuseReason, RejectReason } from './accept.js';
+export type { ShutdownReport } from './shutdown.js';
 
 /** Counters and gauges of a server. `open` = `new + active + idle + closing`, always. */
 export interface ServerStats {
@@ -38,10 +53,12 @@ export interface ServerStats {
   active: number;
   idle: number;
   closing: number;
-  /** Connections accepted and handed a handler, since the start. */
+  /** Connections accepted (they became connections, in state `new`), since the start. */
   accepted: number;
-  /** Connections closed at once: over `maxConnections`, or arriving during shutdown. */
+  /** Sockets closed at once, never connections: over `maxConnections`, or arriving during shutdown. */
   rejected: number;
+  /** Connections closed in the accept pipeline before their handler ran, by reason. */
+  refused: Record<RefuseReason, number>;
   /** Accepted connections that have closed. */
   closed: number;
   /** Connections destroyed by a shutdown deadline. */
@@ -50,16 +67,8 @@ export interface ServerStats {
   errors: number;
   /** Connections ended by `idleTimeout`. */
   idleTimeouts: number;
-}
-
-/** What `close()` and `serve()` resolve with. */
-export interface ShutdownReport {
-  /** Connections that ended on their own during the shutdown. */
-  graceful: number;
-  /** Connections destroyed at the deadline. */
-  forced: number;
-  /** From the first `close()` to the last connection gone, in ms. */
-  durationMs: number;
+  /** Connections dropped because the peer did not answer our FIN within `lingerTimeout`. */
+  lingerTimeouts: number;
 }
 
 /** Options of {@link Server.close}. */
@@ -68,41 +77,22 @@ export interface CloseOptions {
   timeout?: number;
   /** Destroys the remaining connections when it aborts. */
   signal?: AbortSignal;
+  /** Spread the ending of idle connections over this many ms; default `shutdownSpread`. */
+  spread?: number;
 }
 
 type Phase = 'created' | 'serving' | 'closing' | 'stopped';
 
-/** One shutdown in progress. */
-interface Shutdown {
-  readonly startedAt: number;
-  readonly promise: Promise<ShutdownReport>;
-  readonly resolve: (report: ShutdownReport) => void;
-  readonly reason: ServerClosedError;
-  graceful: number;
-  forced: number;
-  deadlineAt: number;
-  timer: NodeJS.Timeout | undefined;
-  /** Undoes `signal` listeners once the shutdown is over. */
-  cleanups: Array<() => void>;
-}
-
 const noop = (): void => {};
-
-/**
- * What `tls.Server` uses when none is given: without a session id context, a client that
- * resumes a session after sending a certificate gets an internal-error alert.
- */
-function defaultSessionIdContext(): string {
-  return createHash('sha1').update(process.argv.join(' ')).digest('hex').slice(0, 32);
-}
 
 /**
  * A TCP (or unix, or TLS) server that runs one handler per connection and shuts down
  * gracefully. Build it with `newServer(...)` or `createServer({...})`.
  *
  * Events: `'listening'` (addresses), `'connState'` (conn, state, prev), `'handlerError'`
- * (error, conn), `'rejected'` (socket, reason), `'acceptError'` (error), `'ready'` (boolean),
- * `'shutdown'` ({ timeout }), `'close'` (report). It never emits `'error'`.
+ * (error, conn), `'rejected'` (socket, reason), `'refused'` (conn, reason, error), `'acceptError'`
+ * (error), `'ready'` (boolean), `'shutdown'` ({ timeout }), `'close'` (report). It never emits
+ * `'error'`.
  */
 export class Server extends EventEmitter implements ConnOwner {
   /** The `name` option, for logs. */
@@ -112,7 +102,7 @@ export class Server extends EventEmitter implements ConnOwner {
   /** Resolves with the shutdown report once the server has fully stopped. */
   readonly stopped: Promise<ShutdownReport>;
   readonly #options: ResolvedOptions;
-  readonly #secureContext: SecureContext | undefined;
+  readonly #accept: AcceptPipeline;
   #phase: Phase = 'created';
   #listening: Promise<BoundAddress[]> | undefined;
   /** True while listeners are being bound; a shutdown cannot complete before that ends. */
@@ -120,9 +110,20 @@ export class Server extends EventEmitter implements ConnOwner {
   #listeners: NetServer[] = [];
   #bound: BoundAddress[] = [];
   #readyFlag = true;
-  #nextId = 1;
   readonly #conns = new Set<Conn>();
-  readonly #totals = { accepted: 0, rejected: 0, closed: 0, forced: 0, errors: 0, idleTimeouts: 0 };
+  readonly #totals = {
+    accepted: 0,
+    rejected: 0,
+    closed: 0,
+    forced: 0,
+    errors: 0,
+    idleTimeouts: 0,
+    lingerTimeouts: 0,
+  };
+  readonly #refused = Object.fromEntries(REFUSE_REASONS.map((reason) => [reason, 0])) as Record<
+    RefuseReason,
+    number
+  >;
   #shutdown: Shutdown | undefined;
   /** A state change is being announced; changes made meanwhile wait in `#deferred`. */
   #notifying = false;
@@ -136,16 +137,12 @@ export class Server extends EventEmitter implements ConnOwner {
     super();
     this.#options = options;
     this.name = options.name;
-    this.#secureContext =
-      options.tls === undefined
-        ? undefined
-        : createSecureContext({ sessionIdContext: defaultSessionIdContext(), ...options.tls });
+    this.#accept = new AcceptPipeline(this.#acceptHost(), options);
     this.serving = new Promise<void>((resolve, reject) => {
       this.#markServing = resolve;
       this.#failServing = reject;
     });
     this.serving.catch(noop); // a rejection nobody awaits is not an error
-
     this.stopped = new Promise<ShutdownReport>((resolve) => {
       this.#markStopped = resolve;
     });
@@ -172,7 +169,7 @@ export class Server extends EventEmitter implements ConnOwner {
   }
 
   /**
-   * Marks the server ready or not ready without changing what it does: during a drain delay it
+   * Marks the server ready or not ready without changing what it does: during a close delay it
    * keeps serving while health checks see it as unready. Emits `'ready'` when `ready` changes.
    */
   setReady(ready: boolean): void {
@@ -226,41 +223,40 @@ export class Server extends EventEmitter implements ConnOwner {
       gauges[state]++;
       gauges.open++;
     }
-    return { ...gauges, ...this.#totals };
+    return { ...gauges, ...this.#totals, refused: { ...this.#refused } };
   }
 
   /**
-   * Graceful shutdown (DESIGN.md section 4): stops accepting at once, aborts every `ctx.signal`,
-   * ends idle connections now and active ones the moment they go idle, and resolves with a
-   * report the instant the last connection is gone. At the deadline (`timeout`, default
-   * `shutdownTimeout`; or `signal` aborting) the rest are destroyed and counted as forced.
-   * Idempotent: later calls share the first one's result, and an earlier deadline tightens it
-   * (`close({ timeout: 0 })` forces at once).
+   * Graceful shutdown, as docs/architecture.md ("Shutdown") walks through it: stops accepting at
+   * once, aborts every `ctx.signal`, ends idle connections now (or spread over `spread` ms) and
+   * active ones the moment they go idle, and resolves with a report the instant the last
+   * connection is gone. At the deadline (`timeout`, default `shutdownTimeout`; or `signal`
+   * aborting) the rest are destroyed and counted as forced. Idempotent: later calls share the
+   * first one's result, and an earlier deadline tightens it (`close({ timeout: 0 })` forces now).
    */
   close(options: CloseOptions = {}): Promise<ShutdownReport> {
     let timeout: number;
+    let spread: number;
     try {
       timeout =
         options.timeout === undefined
           ? this.#options.shutdownTimeout
           : duration('timeout', options.timeout, true);
+      spread =
+        options.spread === undefined
+          ? this.#options.shutdownSpread
+          : duration('spread', options.spread, false);
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.#shutdown === undefined && this.#phase === 'stopped') return this.stopped; // listen failed
-    const shutdown = this.#shutdown ?? this.#beginShutdown(timeout);
-    if (this.#phase === 'closing') {
-      this.#tighten(shutdown, timeout);
-      const signal = options.signal;
-      if (signal !== undefined) {
-        const force = (): void => this.#tighten(shutdown, 0);
-        if (signal.aborted) force();
-        else {
-          signal.addEventListener('abort', force, { once: true });
-          shutdown.cleanups.push(() => signal.removeEventListener('abort', force));
-        }
-      }
-    }
+    let shutdown = this.#shutdown;
+    if (shutdown === undefined) {
+      if (this.#phase === 'stopped') return this.stopped; // listen failed
+      shutdown = new Shutdown(this.#shutdownHost(), this.#options.random);
+      this.#shutdown = shutdown;
+      shutdown.begin(timeout, spread);
+    } else shutdown.tighten(timeout);
+    if (options.signal !== undefined) shutdown.watch(options.signal);
     return shutdown.promise;
   }
 
@@ -269,12 +265,14 @@ export class Server extends EventEmitter implements ConnOwner {
     return this.close().then(noop);
   }
 
+  // -- What connections report (module-private symbols: not part of the public API) -----------
+
   /**
-   * @internal Called by each connection on every state change. A change made from inside a
-   * listener (say `conn.end()` in a `'connState'` handler) is applied after the current one has
-   * reached every listener, so all of them see transitions, and counts, in order.
+   * Every state change of a connection. A change made from inside a listener (say `conn.end()`
+   * in a `'connState'` handler) is applied after the current one has reached every listener, so
+   * all of them see transitions, and counts, in order.
    */
-  onState(conn: Conn, state: ConnState, prev: ConnState): void {
+  [kOnState](conn: Conn, state: ConnState, prev: ConnState): void {
     if (this.#notifying) {
       this.#deferred.push({ conn, state, prev });
       return;
@@ -290,42 +288,67 @@ export class Server extends EventEmitter implements ConnOwner {
     }
   }
 
-  #applyState(conn: Conn, state: ConnState, prev: ConnState): void {
-    if (state === 'closed') {
-      this.#conns.delete(conn);
-      this.#totals.closed++;
-      const shutdown = this.#shutdown;
-      if (shutdown !== undefined) {
-        if (conn.forced) {
-          shutdown.forced++;
-          this.#totals.forced++;
-        } else shutdown.graceful++;
-      }
-    }
-    try {
-      this.#publishState(conn, state, prev);
-    } finally {
-      // A listener that throws must not leave a shutdown waiting forever.
-      if (state === 'closed' && this.#phase === 'closing') this.#finishIfDone();
-    }
-  }
-
-  /**
-   * @internal True when someone observes state changes: only then does a connection report
-   * transitions other than `closed` (stats() counts states when asked).
-   */
-  get watching(): boolean {
+  /** True when someone observes state changes: only then are transitions other than `closed` reported. */
+  get [kWatching](): boolean {
     return this.listenerCount('connState') > 0 || channels.connState.hasSubscribers;
   }
 
-  /** @internal Called when a connection saw no bytes either way for `idleTimeout` ms. */
-  onIdleTimeout(conn: Conn): void {
+  get [kLingerTimeout](): number {
+    return this.#options.lingerTimeout;
+  }
+
+  /** A connection saw no bytes either way for `idleTimeout` ms. */
+  [kOnIdleTimeout](conn: Conn): void {
     this.#totals.idleTimeouts++;
     this.#options.logger?.debug({ conn: conn.id }, 'idle timeout');
     // Stuck (a write the peer never drains, or a peer that never closes after our FIN): drop it.
     // Otherwise end it the graceful way, as a shutdown would.
     if (conn.state === 'closing' || conn.needsDrain) conn.destroy();
-    else conn.drain(new IdleTimeoutError(this.#options.idleTimeout));
+    else conn[kEndWhenIdle](new IdleTimeoutError(this.#options.idleTimeout));
+  }
+
+  [kOnLingerTimeout](conn: Conn): void {
+    this.#totals.lingerTimeouts++;
+    this.#options.logger?.debug(
+      { conn: conn.id, lingerTimeout: this.#options.lingerTimeout },
+      'linger timeout',
+    );
+  }
+
+  /** A handler threw or rejected: its connection is destroyed, the error reported. */
+  [kOnHandlerError](conn: Conn, error: unknown): void {
+    const logger = this.#options.logger;
+    if (isClosure(conn, error)) {
+      // The peer went away or the server cancelled the handler: not the handler's fault.
+      logger?.debug({ conn: conn.id, err: error }, 'connection closed under the handler');
+      return;
+    }
+    this.#totals.errors++;
+    logger?.error({ conn: conn.id, err: error }, 'handler failed');
+    if (channels.handlerError.hasSubscribers) channels.handlerError.publish({ server: this, conn, error });
+    this.emit('handlerError', error, conn);
+  }
+
+  // -- Internals --------------------------------------------------------------------------------
+
+  #applyState(conn: Conn, state: ConnState, prev: ConnState): void {
+    if (state === 'closed') {
+      this.#conns.delete(conn);
+      this.#totals.closed++;
+      this.#accept.connClosed(conn);
+      this.#shutdown?.connClosed(conn);
+    }
+    try {
+      this.#publishState(conn, state, prev);
+    } finally {
+      // A listener that throws must not leave a shutdown waiting forever.
+      if (state === 'closed') this.#shutdown?.finishIfDone();
+    }
+  }
+
+  #publishState(conn: Conn, state: ConnState, prev: ConnState | undefined): void {
+    if (channels.connState.hasSubscribers) channels.connState.publish({ server: this, conn, state, prev });
+    if (this.listenerCount('connState') > 0) this.emit('connState', conn, state, prev);
   }
 
   async #bindAll(): Promise<BoundAddress[]> {
@@ -341,11 +364,11 @@ export class Server extends EventEmitter implements ConnOwner {
       this.#listeners = [];
       this.#failServing(error as Error);
       if (this.#phase === 'created') this.#stop({ graceful: 0, forced: 0, durationMs: 0 });
-      else this.#finishIfDone();
+      else this.#shutdown?.finishIfDone();
       throw error;
     }
     for (const server of this.#listeners) {
-      server.on('connection', this.#onConnection);
+      server.on('connection', this.#accept.onConnection);
       // Accept errors after binding (EMFILE is handled by libuv; others land here): report, never crash.
       server.on('error', (error) => {
         this.emit('acceptError', error);
@@ -357,7 +380,7 @@ export class Server extends EventEmitter implements ConnOwner {
     if (this.#phase === 'closing') {
       // close() was called while binding: finish it now that the listeners exist.
       this.#closeListeners();
-      this.#finishIfDone();
+      this.#shutdown?.finishIfDone();
       return this.addresses();
     }
     this.#phase = 'serving';
@@ -393,83 +416,15 @@ export class Server extends EventEmitter implements ConnOwner {
     return formatAddress({ network: spec.network, host: spec.host ?? '', port: spec.port });
   }
 
-  readonly #onConnection = (socket: Socket): void => {
-    const options = this.#options;
-    if (this.#phase !== 'serving') {
-      this.#reject(socket, 'closing');
-      return;
+  #closeListeners(): void {
+    for (const server of this.#listeners) {
+      server.off('connection', this.#accept.onConnection);
+      server.on('connection', (socket: Socket) => this.#reject(socket, 'closing'));
+      server.close();
     }
-    if (this.#conns.size >= options.maxConnections) {
-      this.#reject(socket, 'maxConnections');
-      return;
-    }
-    if (options.noDelay) socket.setNoDelay(true);
-    if (options.keepAlive) socket.setKeepAlive(true, options.keepAliveInitialDelay);
-    const id = this.#nextId++;
-    const secure = this.#secureContext;
-    const stream = secure === undefined ? socket : this.#wrapTls(socket, secure);
-    const conn = new Conn(this, id, stream, new Context(this, id), options.idleTimeout);
-    this.#conns.add(conn);
-    this.#totals.accepted++;
-    this.#publishState(conn, 'new', undefined);
-    if (options.maxConnectionAge > 0 && options.maxConnectionAge <= MAX_TIMER_MS) {
-      this.#limitAge(conn, options.maxConnectionAge);
-    }
-    if (secure === undefined) conn.run(this.#options.handler);
-    else this.#afterHandshake(conn, stream as TLSSocket);
-  };
-
-  #wrapTls(socket: Socket, secureContext: SecureContext): TLSSocket {
-    // Every server-side option (ALPN, SNI, PSK, client certificates, tracing) as tls.Server takes them.
-    return new TLSSocket(socket, { ...this.#options.tls, isServer: true, secureContext });
   }
 
-  /** Drains the connection once it is `age` ms old: it ends at its next idle moment. */
-  #limitAge(conn: Conn, age: number): void {
-    const timer = setTimeout(() => conn.drain(new ConnectionAgeError(age)), age);
-    conn.socket.once('close', () => clearTimeout(timer));
-  }
-
-  /** A TLS connection stays `new` until its handshake completes, within `handshakeTimeout`. */
-  #afterHandshake(conn: Conn, socket: TLSSocket): void {
-    const limit = this.#options.handshakeTimeout;
-    const timer = limit <= MAX_TIMER_MS ? setTimeout(() => socket.destroy(), limit) : undefined;
-    const onClose = (): void => clearTimeout(timer);
-    socket.once('close', onClose);
-    socket.once('secure', () => {
-      clearTimeout(timer);
-      socket.off('close', onClose);
-      if (!this.#authorize(socket)) {
-        socket.destroy();
-        return;
-      }
-      if (conn.state === 'new') conn.run(this.#options.handler);
-    });
-  }
-
-  /**
-   * Client-certificate check, as `tls.Server` does for its own sockets (a bare `TLSSocket` does
-   * not): with `requestCert`, sets `authorized` / `authorizationError`, and refuses an
-   * unverified peer unless `rejectUnauthorized` is false.
-   */
-  #authorize(socket: TLSSocket): boolean {
-    const tls = this.#options.tls!;
-    if (tls.requestCert !== true) return true;
-    const handle = (
-      socket as unknown as { _handle: { verifyError(): (Error & { code?: string }) | null } | null }
-    )._handle;
-    const error = handle?.verifyError() ?? null;
-    if (error === null) {
-      socket.authorized = true;
-      return true;
-    }
-    socket.authorized = false;
-    // As tls.Server does: the OpenSSL code, e.g. 'DEPTH_ZERO_SELF_SIGNED_CERT'.
-    (socket as unknown as { authorizationError: string }).authorizationError = error.code ?? error.message;
-    return tls.rejectUnauthorized === false;
-  }
-
-  #reject(socket: Socket, reason: 'closing' | 'maxConnections'): void {
+  #reject(socket: Socket, reason: RejectReason): void {
     this.#totals.rejected++;
     socket.on('error', noop); // a reset from the peer must not surface as an uncaught error
     socket.destroy();
@@ -477,104 +432,14 @@ export class Server extends EventEmitter implements ConnOwner {
     if (this.listenerCount('rejected') > 0) this.emit('rejected', socket, reason);
   }
 
-  /** @internal A handler threw or rejected: its connection is destroyed, the error reported. */
-  onHandlerError(conn: Conn, error: unknown): void {
-    const logger = this.#options.logger;
-    if (this.#isClosure(conn, error)) {
-      // The peer went away or the server cancelled the handler: not the handler's fault.
-      logger?.debug({ conn: conn.id, err: error }, 'connection closed under the handler');
-      return;
-    }
-    this.#totals.errors++;
-    logger?.error({ conn: conn.id, err: error }, 'handler failed');
-    if (channels.handlerError.hasSubscribers) channels.handlerError.publish({ server: this, conn, error });
-    this.emit('handlerError', error, conn);
-  }
-
-  /** True for errors that mean "the connection ended" or "you were cancelled", not a bug. */
-  #isClosure(conn: Conn, error: unknown): boolean {
-    if (error instanceof ConnClosedError) return true;
-    const reason = conn.ctx.cancelReason;
-    return reason !== undefined && (error === reason || (error instanceof Error && error.cause === reason));
-  }
-
-  #publishState(conn: Conn, state: ConnState, prev: ConnState | undefined): void {
-    if (channels.connState.hasSubscribers) channels.connState.publish({ server: this, conn, state, prev });
-    if (this.listenerCount('connState') > 0) this.emit('connState', conn, state, prev);
-  }
-
-  #beginShutdown(timeout: number): Shutdown {
-    let resolve!: (report: ShutdownReport) => void;
-    const promise = new Promise<ShutdownReport>((r) => {
-      resolve = r;
-    });
-    const shutdown: Shutdown = {
-      startedAt: performance.now(),
-      promise,
-      resolve,
-      reason: new ServerClosedError('server is shutting down'),
-      graceful: 0,
-      forced: 0,
-      deadlineAt: Number.POSITIVE_INFINITY,
-      timer: undefined,
-      cleanups: [],
-    };
-    this.#shutdown = shutdown;
-    const wasReady = this.ready;
-    this.#phase = 'closing';
-    this.#failServing(new ServerClosedError('server closed before it started serving'));
-    this.#options.logger?.info({ name: this.name, open: this.#conns.size, timeout }, 'shutting down');
-    if (channels.shutdown.hasSubscribers) channels.shutdown.publish({ server: this, timeout });
-    this.emit('shutdown', { timeout });
-    if (wasReady) this.emit('ready', false);
-    this.#closeListeners();
-    for (const conn of this.#conns) conn.drain(shutdown.reason);
-    queueMicrotask(() => this.#finishIfDone());
-    return shutdown;
-  }
-
-  #closeListeners(): void {
-    for (const server of this.#listeners) {
-      server.off('connection', this.#onConnection);
-      server.on('connection', (socket: Socket) => this.#reject(socket, 'closing'));
-      server.close();
-    }
-  }
-
-  /** Moves the deadline earlier (never later); `0` destroys what is left now. */
-  #tighten(shutdown: Shutdown, timeout: number): void {
-    const at = performance.now() + timeout;
-    if (at >= shutdown.deadlineAt) return;
-    shutdown.deadlineAt = at;
-    if (shutdown.timer !== undefined) clearTimeout(shutdown.timer);
-    shutdown.timer = undefined;
-    if (timeout === 0) this.#forceAll(shutdown);
-    else if (timeout <= MAX_TIMER_MS) {
-      shutdown.timer = setTimeout(() => this.#forceAll(shutdown), timeout);
-    }
-  }
-
-  #forceAll(shutdown: Shutdown): void {
-    if (this.#conns.size > 0) {
-      this.#options.logger?.warn({ name: this.name, open: this.#conns.size }, 'shutdown deadline: forcing');
-    }
-    for (const conn of this.#conns) conn.force(shutdown.reason);
-  }
-
-  #finishIfDone(): void {
-    const shutdown = this.#shutdown;
-    if (shutdown === undefined || this.#phase !== 'closing' || this.#conns.size > 0) return;
-    // A bind still in progress must finish (and have its listeners closed) before we report.
-    if (this.#binding) return;
-    if (shutdown.timer !== undefined) clearTimeout(shutdown.timer);
-    for (const cleanup of shutdown.cleanups) cleanup();
-    const report: ShutdownReport = {
-      graceful: shutdown.graceful,
-      forced: shutdown.forced,
-      durationMs: performance.now() - shutdown.startedAt,
-    };
-    this.#stop(report);
-    shutdown.resolve(report);
+  #refuse(conn: Conn, reason: RefuseReason, error: Error | undefined): void {
+    this.#refused[reason]++;
+    this.#options.logger?.warn(
+      { conn: conn.id, reason, err: error },
+      'connection refused in the accept pipeline',
+    );
+    if (channels.refused.hasSubscribers) channels.refused.publish({ server: this, conn, reason, error });
+    if (this.listenerCount('refused') > 0) this.emit('refused', conn, reason, error);
   }
 
   #stop(report: ShutdownReport): void {
@@ -584,4 +449,55 @@ export class Server extends EventEmitter implements ConnOwner {
     this.emit('close', report);
     this.#markStopped(report);
   }
+
+  /** The view of this server the accept pipeline works with. */
+  #acceptHost(): AcceptHost {
+    const server = this;
+    return {
+      server,
+      get accepting() {
+        return server.#phase === 'serving';
+      },
+      conns: this.#conns,
+      reject: (socket, reason) => this.#reject(socket, reason),
+      adopt: (conn) => {
+        this.#conns.add(conn);
+        this.#totals.accepted++;
+        this.#publishState(conn, 'new', undefined);
+      },
+      refuse: (conn, reason, error) => this.#refuse(conn, reason, error),
+    };
+  }
+
+  /** The view of this server its shutdown works with. */
+  #shutdownHost(): ShutdownHost {
+    const server = this;
+    return {
+      name: this.name,
+      logger: this.#options.logger,
+      conns: this.#conns,
+      get binding() {
+        return server.#binding;
+      },
+      announce: (timeout) => {
+        const wasReady = this.ready;
+        this.#phase = 'closing';
+        this.#failServing(new ServerClosedError('server closed before it started serving'));
+        this.#options.logger?.info({ name: this.name, open: this.#conns.size, timeout }, 'shutting down');
+        if (channels.shutdown.hasSubscribers) channels.shutdown.publish({ server: this, timeout });
+        this.emit('shutdown', { timeout });
+        if (wasReady) this.emit('ready', false);
+      },
+      closeListeners: () => this.#closeListeners(),
+      countForced: () => void this.#totals.forced++,
+      stop: (report) => this.#stop(report),
+    };
+  }
+}
+
+/** True for errors that mean "the connection ended" or "you were cancelled", not a bug. */
+function isClosure(conn: Conn, error: unknown): boolean {
+  if (error instanceof ConnClosedError) return true;
+  const reason = conn[kCtx][kCancelReason];
+  return reason !== undefined && (error === reason || (error instanceof Error && error.cause === reason));
 }

@@ -1,15 +1,14 @@
 /**
  * Drive a graceful shutdown from process signals, the way Kubernetes, systemd and a terminal do:
- * the first SIGTERM/SIGINT drains (optionally after a drain delay during which the server keeps
+ * the first SIGTERM/SIGINT drains (optionally after a close delay during which the server keeps
  * serving but reports not-ready), a second one forces the remaining connections closed at once.
  *
  * @module
  */
 
-import { MAX_TIMER_MS } from './conn.js';
 import { InvalidOptionError } from './errors.js';
-import { duration } from './options.js';
 import type { ShutdownReport } from './server.js';
+import { duration } from './timers.js';
 
 /** What `close()` resolves with: the server's {@link ShutdownReport}. */
 export type SignalShutdownReport = ShutdownReport;
@@ -54,7 +53,7 @@ export interface ShutdownOnSignalsOptions {
    * and serving but `srv.ready` is false, so load balancers and Kubernetes endpoints stop sending
    * new connections first. Default 0.
    */
-  drainDelay?: number;
+  closeDelay?: number;
   /**
    * When true, the process exits once a signal-started shutdown is over: code 0 after a clean drain
    * (`report.forced === 0`), 1 after a forced one. Default false: it never exits by itself.
@@ -83,7 +82,7 @@ export const FORCED_EXIT_CODE = 1;
 /**
  * Installs signal listeners that shut `srv` down gracefully.
  *
- * - First signal: `srv.setReady(false)`; after `drainDelay` ms (the server keeps serving meanwhile)
+ * - First signal: `srv.setReady(false)`; after `closeDelay` ms (the server keeps serving meanwhile)
  *   `srv.close({ timeout })`. Progress (open connections, time left) is logged every
  *   `progressInterval` ms, with a hint that a second signal forces.
  * - Second signal (any of `signals`): `srv.close({ timeout: 0 })`, which destroys what is left now.
@@ -94,7 +93,7 @@ export const FORCED_EXIT_CODE = 1;
  * ```ts
  * const srv = createServer({ address: ':7000', handler, logger });
  * await srv.listen();
- * shutdownOnSignals(srv, { timeout: 25_000, drainDelay: 5_000, exit: true, logger });
+ * shutdownOnSignals(srv, { timeout: 25_000, closeDelay: 5_000, exit: true, logger });
  * ```
  */
 export function shutdownOnSignals(
@@ -104,7 +103,7 @@ export function shutdownOnSignals(
   const {
     signals = ['SIGTERM', 'SIGINT'],
     timeout,
-    drainDelay = 0,
+    closeDelay = 0,
     exit = false,
     logger,
     progressInterval = 1000,
@@ -113,11 +112,7 @@ export function shutdownOnSignals(
     throw new InvalidOptionError('signals must be a non-empty array of signal names');
   }
   if (timeout !== undefined) duration('timeout', timeout, true);
-  duration('drainDelay', drainDelay, false);
-  if (drainDelay > MAX_TIMER_MS) {
-    // setTimeout fires at once beyond 2^31-1 ms: a drain delay that long is a mistake.
-    throw new InvalidOptionError(`drainDelay must be at most ${MAX_TIMER_MS} ms, got ${drainDelay}`);
-  }
+  duration('closeDelay', closeDelay, false);
   duration('progressInterval', progressInterval, false);
 
   let phase: 'waiting' | 'draining' | 'closing' | 'forced' = 'waiting';
@@ -168,7 +163,7 @@ export function shutdownOnSignals(
     srv.setReady(false);
     const open = srv.stats().open;
     logger?.info(
-      { signal, open, drainDelay, timeout },
+      { signal, open, closeDelay, timeout },
       `received ${signal}, shutting down gracefully (${open} connection(s) open)`,
     );
     logger?.info({ signal }, forceHint(signal));
@@ -177,15 +172,15 @@ export function shutdownOnSignals(
       // Progress alone must never keep the process alive.
       progressTimer.unref();
     }
-    if (drainDelay > 0) {
+    if (closeDelay > 0) {
       phase = 'draining';
-      drainEndsAt = Date.now() + drainDelay;
+      drainEndsAt = Date.now() + closeDelay;
       drainTimer = setTimeout(() => {
         drainTimer = undefined;
         phase = 'closing';
-        logger?.info({ drainDelay, open: srv.stats().open }, 'drain delay over, closing the listener');
+        logger?.info({ closeDelay, open: srv.stats().open }, 'close delay over, closing the listener');
         startClose(timeout);
-      }, drainDelay);
+      }, closeDelay);
     } else {
       phase = 'closing';
       startClose(timeout);

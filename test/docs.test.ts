@@ -84,7 +84,7 @@ describe('docs/kubernetes.md', () => {
     }
   });
 
-  it('gives every pod a grace period longer than preStop + drain delay + shutdown timeout', () => {
+  it('gives every pod a grace period longer than preStop + close delay + shutdown timeout', () => {
     let pods = 0;
     for (const b of blocks) {
       for (const doc of parseYamlDocuments(b.body)) {
@@ -103,7 +103,7 @@ describe('docs/kubernetes.md', () => {
           const env = new Map(
             arr(container.env, 'env').map((e) => [obj(e, 'env var').name, Number(obj(e, 'env var').value)]),
           );
-          const drainMs = env.get('DRAIN_DELAY_MS');
+          const drainMs = env.get('CLOSE_DELAY_MS');
           const shutdownMs = env.get('SHUTDOWN_TIMEOUT_MS');
           assert.ok(Number.isFinite(drainMs) && Number.isFinite(shutdownMs), 'both env vars are set');
           const preStop = (obj(container.lifecycle ?? {}, 'lifecycle').preStop ?? {}) as Obj;
@@ -115,7 +115,7 @@ describe('docs/kubernetes.md', () => {
             `${d.kind}: terminationGracePeriodSeconds ${grace} must exceed ${needed} s ` +
               `(preStop ${preStopS} + drain ${drainMs} ms + shutdown ${shutdownMs} ms)`,
           );
-          if (preStopS > 0) assert.equal(drainMs, 0, 'a preStop sleep and a drain delay add up: use one');
+          if (preStopS > 0) assert.equal(drainMs, 0, 'a preStop sleep and a close delay add up: use one');
         }
       }
     }
@@ -194,14 +194,14 @@ describe('docs/haproxy.md', () => {
     assert.ok(envLine, 'a haproxy-env block');
   });
 
-  it('marks a server down well within its drain delay', () => {
-    const drainMs = Number(/DRAIN_DELAY_MS=(\d+)/.exec(envLine.body)?.[1]);
+  it('marks a server down well within its close delay', () => {
+    const drainMs = Number(/CLOSE_DELAY_MS=(\d+)/.exec(envLine.body)?.[1]);
     const check = /default-server check port (\d+) inter (\d+)s fall (\d+)/.exec(cfg.body);
     assert.ok(check, 'the backend health-checks every server');
     assert.equal(Number(check[1]), 8081, 'on the health port');
     const [inter, fall] = [Number(check[2]) * 1000, Number(check[3])];
     // Detection takes up to (fall + 1) intervals: `fall` failures plus the check in flight.
-    assert.ok(drainMs > (fall + 1) * inter, `drain delay ${drainMs} ms vs ${fall + 1} x ${inter} ms`);
+    assert.ok(drainMs > (fall + 1) * inter, `close delay ${drainMs} ms vs ${fall + 1} x ${inter} ms`);
     assert.match(cfg.body, /uri \/readyz/);
     assert.doesNotMatch(cfg.body, /^\s*[^#\n]*shutdown-sessions/m, 'must not cut sessions on mark-down');
   });
@@ -296,7 +296,7 @@ describe('docs/haproxy.md', () => {
     assert.equal((await readBytes(first, 15)).toString(), 'through haproxy');
     assert.equal(srv.stats().accepted, 1);
 
-    srv.setReady(false); // what the drain delay does
+    srv.setReady(false); // what the close delay does
     await logged('echo_servers/app1 is DOWN');
     first.write('still served');
     assert.equal((await readBytes(first, 12)).toString(), 'still served', 'no session cut on mark-down');
@@ -330,7 +330,7 @@ describe('docs/observability.md', () => {
   it('documents every event the server emits', () => {
     const events = new Set<string>();
     for (const { text } of sources) {
-      for (const m of text.matchAll(/\bemit\('([A-Za-z]+)'/g)) events.add(m[1]!);
+      for (const m of text.matchAll(/\bthis\.emit\('([A-Za-z]+)'/g)) events.add(m[1]!); // our own, not node:tls's
     }
     assert.ok(events.size >= 8, `found ${[...events].join(', ')}`);
     for (const e of events) assert.ok(doc.includes(`| \`'${e}'\` |`), `event '${e}' is in the events table`);

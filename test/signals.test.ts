@@ -88,8 +88,8 @@ describe('shutdownOnSignals in a child process', () => {
     await child.waitFor(/^received SIGINT again, forcing/);
   });
 
-  it('during the drain delay it keeps serving (old and new connections) but /readyz is 503', async (t) => {
-    const child = Child.fixture(FIXTURE, { EXIT: '1', DRAIN_DELAY: '60000', TIMEOUT: '60000' });
+  it('during the close delay it keeps serving (old and new connections) but /readyz is 503', async (t) => {
+    const child = Child.fixture(FIXTURE, { EXIT: '1', CLOSE_DELAY: '60000', TIMEOUT: '60000' });
     t.after(() => child.cleanup());
     const ready = await child.waitFor('fixture ready');
     const [port, healthPort] = [ready.port as number, ready.healthPort as number];
@@ -100,13 +100,13 @@ describe('shutdownOnSignals in a child process', () => {
 
     child.kill('SIGTERM');
     await child.waitFor(/^received SIGTERM/);
-    assert.equal(await status(healthPort, '/readyz'), 503, 'not ready during the drain delay');
+    assert.equal(await status(healthPort, '/readyz'), 503, 'not ready during the close delay');
     assert.equal(await status(healthPort, '/livez'), 200, 'still alive');
     const late = await connect(port);
     t.after(() => late.destroy());
-    await echo(late, 'accepted during the drain delay');
+    await echo(late, 'accepted during the close delay');
     await echo(old, 'still served');
-    assert.equal(child.all(/^drain delay over/).length, 0);
+    assert.equal(child.all(/^close delay over/).length, 0);
     assert.equal(child.all('shutting down').length, 0, 'the server has not started closing');
 
     const closed = [closeOf(old), closeOf(late)];
@@ -115,12 +115,12 @@ describe('shutdownOnSignals in a child process', () => {
     assert.equal(code, 1, child.output);
     await Promise.all(closed);
     assert.equal(finalReport(child).forced, 2);
-    assert.equal(child.all(/^drain delay over/).length, 0);
+    assert.equal(child.all(/^close delay over/).length, 0);
   });
 
-  it('closes the listener only after the drain delay, logging progress meanwhile', async (t) => {
-    const drainDelay = 300;
-    const child = Child.fixture(FIXTURE, { EXIT: '1', DRAIN_DELAY: String(drainDelay), PROGRESS: '100' });
+  it('closes the listener only after the close delay, logging progress meanwhile', async (t) => {
+    const closeDelay = 300;
+    const child = Child.fixture(FIXTURE, { EXIT: '1', CLOSE_DELAY: String(closeDelay), PROGRESS: '100' });
     t.after(() => child.cleanup());
     const ready = await child.waitFor('fixture ready');
     const sock = await connect(ready.port as number);
@@ -133,10 +133,10 @@ describe('shutdownOnSignals in a child process', () => {
     assert.equal(code, 0, child.output);
 
     const start = await child.waitFor(/^received SIGTERM/);
-    const over = await child.waitFor(/^drain delay over/);
+    const over = await child.waitFor(/^close delay over/);
     const closing = await child.waitFor('shutting down');
     // Timers count from the loop's cached clock, which may lag Date.now() by a few ms.
-    assert.ok((over.time as number) - (start.time as number) >= drainDelay - 20);
+    assert.ok((over.time as number) - (start.time as number) >= closeDelay - 20);
     assert.ok(
       child.lines.indexOf(closing) > child.lines.indexOf(over),
       `listener closed after the delay:\n${child.lines.map((l) => JSON.stringify(l)).join('\n')}`,
@@ -179,7 +179,7 @@ describe('shutdownOnSignals in process', () => {
     const before = ['SIGTERM', 'SIGINT'].map((signal) => process.listenerCount(signal));
     try {
       for (const bad of [
-        { drainDelay: -1 },
+        { closeDelay: -1 },
         { timeout: Number.NaN },
         { signals: [] },
         { progressInterval: -5 },
@@ -214,12 +214,12 @@ describe('shutdownOnSignals in process', () => {
     const events: string[] = [];
     srv.on('ready', (r: boolean) => events.push(`ready:${r}`));
     srv.on('shutdown', () => events.push('shutdown'));
-    const { done } = shutdownOnSignals(srv, { signals: ['SIGUSR2'], drainDelay: 60_000, timeout: 5000 });
+    const { done } = shutdownOnSignals(srv, { signals: ['SIGUSR2'], closeDelay: 60_000, timeout: 5000 });
     const notReady = once(srv, 'ready');
     process.kill(process.pid, 'SIGUSR2');
     await notReady;
     assert.equal(srv.ready, false);
-    assert.equal(srv.isServing, true, 'still serving during the drain delay');
+    assert.equal(srv.isServing, true, 'still serving during the close delay');
     const sock = await connect(port);
     await waitForStats(srv, (s) => s.accepted === 1);
     sock.end();

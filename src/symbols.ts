@@ -1,0 +1,33 @@
+/**
+ * Module-private symbols: how the server, its shutdown and its accept pipeline reach into a
+ * `Conn` or a `Context` without those internals becoming public API (as undici does). None of
+ * these is exported from the package; what is public is exactly what is documented.
+ *
+ * @module
+ */
+
+/** `Conn`: runs the handler once every accept stage is done. */
+export const kRun = Symbol('tcpserver.run');
+/** `Conn`: attaches the connection to its final stream (a `TLSSocket` after the handshake). */
+export const kServe = Symbol('tcpserver.serve');
+/** `Conn`: asks the connection to end at its next idle moment (shutdown, idle timeout, age). */
+export const kEndWhenIdle = Symbol('tcpserver.endWhenIdle');
+/** `Conn`: ends an idle connection now, or at its next idle moment (spread closing's moment). */
+export const kEndNowIfIdle = Symbol('tcpserver.endNowIfIdle');
+/** `Conn`: destroys the connection because a shutdown deadline passed. */
+export const kForce = Symbol('tcpserver.force');
+/** `Conn`: true once a shutdown deadline destroyed it. */
+export const kForced = Symbol('tcpserver.forced');
+/** `Conn`: its `Context`. */
+export const kCtx = Symbol('tcpserver.ctx');
+/** `Context`: aborts `signal` once. */
+export const kCancel = Symbol('tcpserver.cancel');
+/** `Context`: why `signal` aborted, or undefined. */
+export const kCancelReason = Symbol('tcpserver.cancelReason');
+/** Owner (server) hooks a `Conn` reports to. */
+export const kOnState = Symbol('tcpserver.onState');
+export const kWatching = Symbol('tcpserver.watching');
+export const kOnIdleTimeout = Symbol('tcpserver.onIdleTimeout');
+export const kOnLingerTimeout = Symbol('tcpserver.onLingerTimeout');
+export const kOnHandlerError = Symbol('tcpserver.onHandlerError');
+export const kLingerTimeout = Symbol('tcpserver.lingerTimeout');

@@ -1,0 +1,216 @@
+/**
+ * Time: one policy for durations, and one shared deadline queue for per-connection deadlines.
+ *
+ * **The policy.** Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer `setTimeout`
+ * fires after 1 ms with a warning, and `socket.setTimeout` silently clamps. So every duration
+ * this library takes is a number of ms from 0 to {@link MAX_DELAY_MS}, or `Infinity` where
+ * "never" is meaningful; anything else is refused with `ERR_INVALID_OPTION` naming the option and
+ * the limit, before anything binds. No delay is clamped, none is silently turned into "never".
+ *
+ * **The deadline queue.** Linger after our FIN, connection age, the PROXY header timeout, the
+ * accept deadline and spread closing are deadlines per connection. A timer each shows in churn
+ * benchmarks; a {@link DeadlineQueue} holds them all in a binary heap under one unref'd timer
+ * armed for the earliest (see docs/architecture.md, "Timers").
+ *
+ * @module
+ */
+import { performance } from 'node:perf_hooks';
+import { InvalidOptionError } from './errors.js';
+
+/** The longest delay Node's timers can hold: 2^31-1 ms, about 24.8 days. */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/**
+ * Checks a duration in ms: a number from 0 to {@link MAX_DELAY_MS}, or `Infinity` where
+ * `infinite` allows it. Throws `ERR_INVALID_OPTION` naming `label` otherwise.
+ */
+export function duration(label: string, value: unknown, infinite: boolean): number {
+  if (typeof value === 'number' && value >= 0 && (value <= MAX_DELAY_MS || (infinite && value === Infinity)))
+    return value;
+  const want = infinite
+    ? `a number of ms from 0 to ${MAX_DELAY_MS}, or Infinity`
+    : `a number of ms from 0 to ${MAX_DELAY_MS}`;
+  throw new InvalidOptionError(`${label} must be ${want}, got ${describeValue(value)}`);
+}
+
+/** True for a valid per-call timeout (`{ timeout }` of `read`, `readFrame`, `write`). */
+export function isTimeout(value: unknown): value is number {
+  return typeof value === 'number' && value >= 0 && (value <= MAX_DELAY_MS || value === Infinity);
+}
+
+/** How a bad value is named in error messages. */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  return typeof value;
+}
+
+/** A source of uniform random numbers in [0, 1), like `Math.random`: injectable so tests are exact. */
+export type Random = () => number;
+
+/**
+ * A small seeded generator (mulberry32) for reproducible spreads and jitter: the same seed gives
+ * the same sequence on every run and every Node version.
+ */
+export function seededRandom(seed: number): Random {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `ms` moved by up to `±fraction` of itself (gRPC's MAX_CONNECTION_AGE jitter is ±10%). */
+export function jitter(ms: number, fraction: number, random: Random): number {
+  return ms * (1 + fraction * (2 * random() - 1));
+}
+
+interface Entry<T> {
+  item: T;
+  at: number;
+  index: number;
+}
+
+/**
+ * Deadlines for many items under one timer. `add(item, at)` schedules `onExpire(item)` at the
+ * absolute time `at` (`performance.now()` ms), `delete(item)` cancels it. A binary min-heap keyed
+ * by `at` keeps both O(log n), whatever order the deadlines come in (a fixed delay, jitter, a
+ * random spread), and the timer is re-armed only when the earliest deadline changes. Deadlines
+ * are absolute, so a queue has no length limit of its own; the timer is unref'd: the sockets whose
+ * deadlines these are keep the process alive, the queue never does.
+ */
+export class DeadlineQueue<T> {
+  readonly #onExpire: (item: T) => void;
+  readonly #heap: Entry<T>[] = [];
+  readonly #entries = new Map<T, Entry<T>>();
+  #timer: NodeJS.Timeout | undefined;
+  /** When the timer fires, while armed. */
+  #armedAt = Infinity;
+
+  constructor(onExpire: (item: T) => void) {
+    this.#onExpire = onExpire;
+  }
+
+  /** How many items wait for their deadline. */
+  get size(): number {
+    return this.#heap.length;
+  }
+
+  /** Schedules (or moves) `item`'s deadline to the absolute time `at`. */
+  add(item: T, at: number): void {
+    const existing = this.#entries.get(item);
+    if (existing !== undefined) {
+      existing.at = at;
+      this.#siftUp(existing.index);
+      this.#siftDown(existing.index);
+    } else {
+      const entry: Entry<T> = { item, at, index: this.#heap.length };
+      this.#heap.push(entry);
+      this.#entries.set(item, entry);
+      this.#siftUp(entry.index);
+    }
+    if (at < this.#armedAt) this.#arm();
+  }
+
+  /** Cancels `item`'s deadline, if it has one. The timer catches up lazily when it fires. */
+  delete(item: T): boolean {
+    const entry = this.#entries.get(item);
+    if (entry === undefined) return false;
+    this.#entries.delete(item);
+    this.#removeAt(entry.index);
+    if (this.#heap.length === 0) this.#disarm();
+    return true;
+  }
+
+  /** True while `item` has a deadline. */
+  has(item: T): boolean {
+    return this.#entries.has(item);
+  }
+
+  /** Cancels every deadline. */
+  clear(): void {
+    this.#heap.length = 0;
+    this.#entries.clear();
+    this.#disarm();
+  }
+
+  #arm(): void {
+    const head = this.#heap[0];
+    if (head === undefined) {
+      this.#disarm();
+      return;
+    }
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#armedAt = head.at;
+    const delay = Math.min(Math.max(0, head.at - performance.now()), MAX_DELAY_MS);
+    this.#timer = setTimeout(this.#fire, delay);
+    this.#timer.unref();
+  }
+
+  #disarm(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#armedAt = Infinity;
+  }
+
+  readonly #fire = (): void => {
+    this.#timer = undefined;
+    this.#armedAt = Infinity;
+    const now = performance.now();
+    // Expire everything due; a callback may add or delete items meanwhile (the heap stays valid).
+    for (let head = this.#heap[0]; head !== undefined && head.at <= now; head = this.#heap[0]) {
+      this.#entries.delete(head.item);
+      this.#removeAt(0);
+      this.#onExpire(head.item);
+    }
+    if (this.#timer === undefined) this.#arm();
+  };
+
+  #removeAt(index: number): void {
+    const heap = this.#heap;
+    const last = heap.pop()!;
+    if (index === heap.length) return;
+    heap[index] = last;
+    last.index = index;
+    this.#siftUp(index);
+    this.#siftDown(last.index);
+  }
+
+  #siftUp(index: number): void {
+    const heap = this.#heap;
+    const entry = heap[index]!;
+    while (index > 0) {
+      const parentIndex = (index - 1) >> 1;
+      const parent = heap[parentIndex]!;
+      if (parent.at <= entry.at) break;
+      heap[index] = parent;
+      parent.index = index;
+      index = parentIndex;
+    }
+    heap[index] = entry;
+    entry.index = index;
+  }
+
+  #siftDown(index: number): void {
+    const heap = this.#heap;
+    const length = heap.length;
+    const entry = heap[index]!;
+    for (;;) {
+      let child = 2 * index + 1;
+      if (child >= length) break;
+      const right = child + 1;
+      if (right < length && heap[right]!.at < heap[child]!.at) child = right;
+      const smaller = heap[child]!;
+      if (smaller.at >= entry.at) break;
+      heap[index] = smaller;
+      smaller.index = index;
+      index = child;
+    }
+    heap[index] = entry;
+    entry.index = index;
+  }
+}
