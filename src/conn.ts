@@ -43,7 +43,7 @@ import {
 import { DeadlineQueue, isTimeout } from './timers.js';
 
 /**
- * A connection's place in its life, as in DESIGN.md section 3:
+ * A connection's place in its life (docs/architecture.md, "Connection states"):
  * `new` → `active` ⇄ `idle` → `closing` → `closed`.
  */
 export type ConnState = 'new' | 'active' | 'idle' | 'closing' | 'closed';

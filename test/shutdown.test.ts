@@ -1,5 +1,5 @@
 /**
- * Graceful shutdown, DESIGN.md section 4: each scenario asserts exact counts and timing bounds.
+ * Graceful shutdown (docs/architecture.md, "Shutdown"): each scenario asserts exact counts and timing bounds.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';

@@ -1,0 +1,157 @@
+/**
+ * timers.ts: the duration policy and the deadline queue every per-connection deadline shares.
+ */
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { DeadlineQueue, duration, jitter, MAX_DELAY_MS, seededRandom } from '../src/timers.js';
+
+test('duration(): 0 to 2^31-1 ms, Infinity only where allowed, anything else refused naming the option', () => {
+  assert.equal(duration('x', 0, false), 0);
+  assert.equal(duration('x', MAX_DELAY_MS, false), MAX_DELAY_MS);
+  assert.equal(duration('x', Infinity, true), Infinity);
+  for (const [value, infinite] of [
+    [MAX_DELAY_MS + 1, true],
+    [Infinity, false],
+    [-1, true],
+    [Number.NaN, true],
+    ['5', true],
+    [null, true],
+  ] as const) {
+    assert.throws(
+      () => duration('lingerTimeout', value, infinite),
+      (e: { code?: string; message: string }) => {
+        assert.equal(e.code, 'ERR_INVALID_OPTION');
+        assert.match(e.message, /^lingerTimeout must be a number of ms from 0 to 2147483647/);
+        return true;
+      },
+    );
+  }
+});
+
+test('seededRandom() repeats its sequence for a seed and stays in [0, 1); jitter() stays within ±fraction', () => {
+  const a = seededRandom(42);
+  const b = seededRandom(42);
+  const xs = Array.from({ length: 1000 }, () => a());
+  assert.deepEqual(
+    xs,
+    Array.from({ length: 1000 }, () => b()),
+  );
+  assert.ok(xs.every((x) => x >= 0 && x < 1));
+  assert.notDeepEqual(xs.slice(0, 10), Array.from({ length: 10 }, seededRandom(43)));
+  const random = seededRandom(7);
+  for (let i = 0; i < 1000; i++) {
+    const v = jitter(1000, 0.1, random);
+    assert.ok(v >= 900 && v <= 1100, `${v}`);
+  }
+  assert.equal(
+    jitter(1000, 0.1, () => 0.5),
+    1000,
+  );
+});
+
+/**
+ * The queue's timer is unref'd (it never keeps a process alive: the sockets do), so a test that
+ * waits on it holds the event loop open itself.
+ */
+function holdOpen(): () => void {
+  const timer = setInterval(() => {}, 1_000);
+  return () => clearInterval(timer);
+}
+
+/** Resolves once `queue` has expired `count` items, with their expiry times. */
+function expiries<T>(count: number): { queue: DeadlineQueue<T>; done: Promise<Array<[T, number]>> } {
+  const seen: Array<[T, number]> = [];
+  let resolve!: (value: Array<[T, number]>) => void;
+  const done = new Promise<Array<[T, number]>>((r) => {
+    resolve = r;
+  });
+  const queue = new DeadlineQueue<T>((item) => {
+    seen.push([item, performance.now()]);
+    if (seen.length === count) resolve(seen);
+  });
+  return { queue, done };
+}
+
+test('DeadlineQueue expires items in deadline order, not in insertion order, never early', async () => {
+  const release = holdOpen();
+  const { queue, done } = expiries<number>(5);
+  const start = performance.now();
+  const delays = [120, 30, 90, 60, 0];
+  const at = new Map<number, number>();
+  for (const [i, delay] of delays.entries()) {
+    at.set(i, start + delay);
+    queue.add(i, start + delay);
+  }
+  const seen = await done;
+  assert.deepEqual(
+    seen.map(([i]) => i),
+    [4, 1, 3, 2, 0],
+  );
+  for (const [i, when] of seen) assert.ok(when >= at.get(i)! - 1, `item ${i} expired early`);
+  assert.equal(queue.size, 0);
+  release();
+});
+
+test('DeadlineQueue: delete cancels, add moves a deadline, clear cancels all; the timer never holds the process', async () => {
+  const release = holdOpen();
+  const { queue, done } = expiries<string>(2);
+  const now = performance.now();
+  queue.add('cancelled', now + 10);
+  queue.add('moved', now + 10_000);
+  queue.add('kept', now + 40);
+  assert.equal(queue.delete('cancelled'), true);
+  assert.equal(queue.delete('cancelled'), false);
+  queue.add('moved', now + 20); // earlier now
+  assert.equal(queue.has('moved'), true);
+  const seen = await done;
+  assert.deepEqual(
+    seen.map(([item]) => item),
+    ['moved', 'kept'],
+  );
+  queue.add('never', performance.now() + 5);
+  queue.clear();
+  assert.equal(queue.size, 0);
+  // An unref'd timer: a process with only a far deadline queued exits (checked in core-timers too).
+  const far = new DeadlineQueue<string>(() => assert.fail('must not fire'));
+  far.add('far', performance.now() + MAX_DELAY_MS * 3); // beyond one setTimeout: re-armed in steps
+  far.clear();
+  release();
+});
+
+test('DeadlineQueue property: any mix of adds, moves and deletes expires exactly the live items, in order', async () => {
+  const release = holdOpen();
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 19 }), fc.integer({ min: 0, max: 30 }), fc.boolean()), {
+        maxLength: 60,
+      }),
+      async (ops) => {
+        const expected = new Map<number, number>();
+        const start = performance.now() + 5;
+        const fired: number[] = [];
+        const queue = new DeadlineQueue<number>((item) => fired.push(item));
+        for (const [item, delay, remove] of ops) {
+          if (remove) {
+            queue.delete(item);
+            expected.delete(item);
+          } else {
+            queue.add(item, start + delay);
+            expected.set(item, start + delay);
+          }
+        }
+        assert.equal(queue.size, expected.size);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const order = [...expected.entries()].sort((x, y) => x[1] - y[1]);
+        assert.deepEqual(new Set(fired), new Set(expected.keys()));
+        // Expired in deadline order (ties in any order).
+        const firedAt = fired.map((item) => expected.get(item)!);
+        for (let i = 1; i < firedAt.length; i++)
+          assert.ok(firedAt[i]! >= firedAt[i - 1]!, JSON.stringify(order));
+      },
+    ),
+    { numRuns: 40, seed: 20261201 },
+  );
+  release();
+});
