@@ -545,8 +545,33 @@ function parseV2(bytes: Buffer): ProxyHeader | undefined {
     }
   }
   const start = V2_FIXED + block;
-  if (start < length) readTlvs(bytes, start, length, header);
+  if (start < length) {
+    if (isProxy) readTlvs(bytes, start, length, header);
+    else readLocalTlvs(bytes, length, ADDRESS_BLOCK[family]!, header);
+  }
   return header;
+}
+
+/**
+ * LOCAL: the spec says to discard the address block but not where the TLVs start. AWS NLB puts
+ * them right after the 16 bytes (with AF_INET in the family byte); a sender following the family
+ * would put them after its address block. Both are tried, in that order. A LOCAL header is valid
+ * whatever its block holds (the spec: accept it and use the real endpoints), so when neither
+ * parses, its TLVs are dropped, not the connection.
+ */
+function readLocalTlvs(bytes: Buffer, length: number, block: number, header: ProxyHeader): void {
+  for (const start of block === 0 ? [V2_FIXED] : [V2_FIXED, V2_FIXED + block]) {
+    if (start >= length) continue;
+    const attempt: ProxyHeader = { ...header, tlvs: [] };
+    try {
+      readTlvs(bytes, start, length, attempt);
+    } catch (error) {
+      if (error instanceof ProxyProtocolError) continue;
+      throw error;
+    }
+    Object.assign(header, attempt);
+    return;
+  }
 }
 
 function formatIpv4(bytes: Buffer, at: number): string {

@@ -57,6 +57,13 @@ export function resolveProxyOptions(value: unknown): ResolvedProxyOptions {
       `proxyProtocol must be an object { trusted, versions?, timeout? }, got ${describeValue(value)}`,
     );
   }
+  for (const key of Object.keys(value)) {
+    if (key !== 'trusted' && key !== 'versions' && key !== 'timeout') {
+      throw new InvalidOptionError(
+        `proxyProtocol has no option ${JSON.stringify(key)} (trusted, versions, timeout)`,
+      );
+    }
+  }
   const { trusted, versions = 'any', timeout = 5_000 } = value as ProxyProtocolOptions;
   if (!Array.isArray(trusted) || trusted.length === 0) {
     throw new InvalidOptionError(
@@ -77,7 +84,12 @@ export function resolveProxyOptions(value: unknown): ResolvedProxyOptions {
       `proxyProtocol.versions must be 'v1', 'v2' or 'any', got ${describeValue(versions)}`,
     );
   }
-  return { trusted: list, trustUnix, versions, timeout: duration('proxyProtocol.timeout', timeout, true) };
+  if (duration('proxyProtocol.timeout', timeout, true) === 0) {
+    throw new InvalidOptionError(
+      'proxyProtocol.timeout must be more than 0 ms (Infinity for no limit), got 0',
+    );
+  }
+  return { trusted: list, trustUnix, versions, timeout };
 }
 
 function addTrusted(list: BlockList, entry: unknown): void {
@@ -110,6 +122,7 @@ interface Pending {
   bytes: Buffer | undefined;
   length: number;
   readonly onData: (chunk: Buffer) => void;
+  /** The peer ended (FIN) or the socket closed before the header did. */
   readonly onClose: () => void;
 }
 
@@ -131,6 +144,12 @@ export class ProxyStage {
   }
 
   start(socket: Socket, done: Pending['done'], fail: Pending['fail']): void {
+    if (socket.remoteAddress === undefined && socket.localPort !== undefined) {
+      // A TCP peer gone before we could read its address (a health check's connect-and-reset).
+      socket.destroy();
+      fail('proxy-incomplete', new ProxyProtocolError('connection closed before its PROXY header ended'));
+      return;
+    }
     if (!this.#trusts(socket)) {
       socket.destroy();
       fail(
@@ -156,6 +175,7 @@ export class ProxyStage {
         ),
     };
     socket.on('data', pending.onData);
+    socket.once('end', pending.onClose); // a FIN: listeners serve half-open peers, so no 'close' follows
     socket.once('close', pending.onClose);
     if (this.#options.timeout !== Infinity)
       this.#deadlines.add(pending, performance.now() + this.#options.timeout);
@@ -219,6 +239,7 @@ export class ProxyStage {
 
   #stop(pending: Pending): void {
     pending.socket.off('data', pending.onData);
+    pending.socket.off('end', pending.onClose);
     pending.socket.off('close', pending.onClose);
     this.#deadlines.delete(pending);
     pending.bytes = undefined;

@@ -348,6 +348,18 @@ const BAD: BadCase[] = [
     names: () => "proxyProtocol.versions must be 'v1', 'v2' or 'any', got \"v3\"",
   },
   {
+    title: 'proxyProtocol with a zero timeout (it would refuse every peer)',
+    options: (port) => tcp(port, { proxyProtocol: { trusted: ['127.0.0.1'], timeout: 0 } }),
+    error: OPTION,
+    names: () => 'proxyProtocol.timeout must be more than 0 ms (Infinity for no limit), got 0',
+  },
+  {
+    title: 'proxyProtocol with a misspelt key',
+    options: (port) => tcp(port, { proxyProtocol: { trusted: ['127.0.0.1'], version: 'v2' } }),
+    error: OPTION,
+    names: () => 'proxyProtocol has no option "version" (trusted, versions, timeout)',
+  },
+  {
     title: 'proxyProtocol with a negative timeout',
     options: (port) => tcp(port, { proxyProtocol: { trusted: ['127.0.0.1'], timeout: -1 } }),
     error: OPTION,

@@ -817,6 +817,23 @@ describe('v2', () => {
     }
   });
 
+  test('LOCAL is accepted whatever its block holds: TLVs after the address block, or junk (dropped)', () => {
+    // TLVs after a real AF_INET address block (a sender following the family byte).
+    const block = Buffer.alloc(12, 7);
+    const alpn = Buffer.from([0x01, 0x00, 0x02, 0x68, 0x32]); // ALPN "h2"
+    const after = v2({ verCmd: 0x20, fam: 0x11, tlvs: [block, alpn] });
+    const h = parseProxyHeader(after);
+    assert.equal(h?.command, 'LOCAL');
+    assert.equal(h?.alpn?.toString(), 'h2');
+    assert.equal(h?.source, undefined);
+    // Junk that parses as TLVs from neither offset: the header is still valid, with no TLVs.
+    const junk = v2({ verCmd: 0x20, fam: 0, tlvs: [Buffer.from([0x04])] });
+    const j = parseProxyHeader(junk);
+    assert.equal(j?.command, 'LOCAL');
+    assert.deepEqual(j?.tlvs, []);
+    assert.equal(j?.length, junk.length);
+  });
+
   test("AWS NLB's padded LOCAL health check header (as captured): CRC32C verified, NOOP padding", () => {
     // From kubernetes/kubernetes#57250: LOCAL, AF_INET/STREAM, length 84, a CRC32C TLV at byte 16
     // then a NOOP TLV of 74 zero bytes. The CRC only verifies with the TLVs read from byte 16.
@@ -1065,7 +1082,7 @@ describe('v2', () => {
       v2({ block, tlvs: [Buffer.from([0x04, 0x00])] }),
       /2 trailing bytes at the end of the header cannot hold a TLV/,
     ],
-    [v2({ verCmd: 0x20, fam: 0, tlvs: [Buffer.from([0x04])] }), /1 trailing byte/],
+    [v2({ verCmd: 0x21, fam: 0, tlvs: [Buffer.from([0x04])] }), /1 trailing byte/],
     // Registered TLV contents.
     [
       v2({ block, tlvs: [tlv(PP2_TYPE.UNIQUE_ID, Buffer.alloc(129))] }),

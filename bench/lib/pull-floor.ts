@@ -1,7 +1,7 @@
 /**
  * The pull-style floor: raw `node:net` with one `async` function per connection that awaits one
  * promise per read, and nothing else (no states, no deadlines, no shutdown bookkeeping). It is the
- * least any server can spend with the API DESIGN.md mandates (`await conn.read()` in a handler
+ * least any server can spend with the API tcpserver offers (`await conn.read()` in a handler
  * coroutine), so it tells the cost of the programming model apart from the framework's own: the
  * bench prints it beside the `'data'`-event baseline, and the framework / floor ratio.
  *
