@@ -24,6 +24,18 @@ function has(bin: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 }
 
+/**
+ * True when `bin` is missing and the test was skipped: outside CI only. Under `CI=true` a
+ * missing tool fails the run (CI installs every tool the suite needs).
+ */
+function missing(t: { skip(message: string): void }, bin: string, pkg: string): boolean {
+  if (has(bin)) return false;
+  const message = `${bin} is not installed (Debian package ${pkg})`;
+  if (process.env.CI === 'true') assert.fail(`${message}: required under CI=true`);
+  t.skip(message);
+  return true;
+}
+
 /** A port the kernel considers free right now (for tools that cannot bind port 0 themselves). */
 async function freePort(): Promise<number> {
   const probe = net.createServer().listen({ host: '127.0.0.1', port: 0 });
@@ -167,10 +179,7 @@ describe('docs/systemd.md', () => {
   });
 
   it('passes systemd-analyze verify with no warnings', async (t) => {
-    if (!has('systemd-analyze')) {
-      t.skip('systemd-analyze is not installed (Debian package systemd)');
-      return;
-    }
+    if (missing(t, 'systemd-analyze', 'systemd')) return;
     const dir = mkdtempSync(join(tmpdir(), 'tcpserver-units-'));
     try {
       for (const u of units) writeFileSync(join(dir, u.file!), u.body);
@@ -207,10 +216,7 @@ describe('docs/haproxy.md', () => {
   });
 
   it('passes haproxy -c with no warnings', async (t) => {
-    if (!has('haproxy')) {
-      t.skip('haproxy is not installed (Debian package haproxy)');
-      return;
-    }
+    if (missing(t, 'haproxy', 'haproxy')) return;
     const dir = mkdtempSync(join(tmpdir(), 'tcpserver-haproxy-'));
     try {
       const file = join(dir, 'haproxy.cfg');
@@ -224,10 +230,7 @@ describe('docs/haproxy.md', () => {
     }
   });
   it('routes through a real HAProxy, which takes a not-ready server out of rotation', async (t) => {
-    if (!has('haproxy')) {
-      t.skip('haproxy is not installed (Debian package haproxy)');
-      return;
-    }
+    if (missing(t, 'haproxy', 'haproxy')) return;
     const { srv, port } = await startServer({
       handler: async (_ctx, conn) => {
         for await (const chunk of conn) await conn.write(chunk);
@@ -311,6 +314,26 @@ describe('docs/haproxy.md', () => {
     again.write('back');
     assert.equal((await readBytes(again, 4)).toString(), 'back');
     assert.equal(srv.stats().accepted, 2);
+  });
+});
+
+describe('docs/proxy-protocol.md', () => {
+  const cfg = checkedBlocks('proxy-protocol.md').find((b) => b.kind === 'haproxy');
+
+  it('shows a complete HAProxy configuration with send-proxy-v2 that passes haproxy -c', async (t) => {
+    assert.ok(cfg, 'a checked haproxy block');
+    assert.match(cfg.body, /send-proxy-v2/);
+    if (missing(t, 'haproxy', 'haproxy')) return;
+    const dir = mkdtempSync(join(tmpdir(), 'tcpserver-pp-'));
+    try {
+      const file = join(dir, 'haproxy.cfg');
+      writeFileSync(file, cfg.body);
+      const { stdout, stderr } = await run('haproxy', ['-c', '-f', file]);
+      assert.match(stdout + stderr, /Configuration file is valid/);
+      assert.doesNotMatch(stdout + stderr, /\[(WARNING|ALERT)\]/, stdout + stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
