@@ -112,14 +112,181 @@ async function serveConnection(conn: tcpserver.Conn, decoder: RespDecoder, store
   }
 }
 
-/** Runs the example: listen on `ADDRESS`, drain on the first SIGINT/SIGTERM, force on the second. */
+/** A bad environment variable: reported as one line, exit code 2, no stack trace. */
+class ConfigError extends Error {}
+
+/** Exit code of a bad environment variable (a usage error). */
+const CONFIG_EXIT_CODE = 2;
+
+/** The example's settings, from the environment (documented in the header comment). */
+interface MainConfig {
+  address: string;
+  proxyProtocol: tcpserver.ProxyProtocolOptions | undefined;
+  healthAddress: string | undefined;
+  closeDelay: number;
+  shutdownTimeout: number | undefined;
+  logConnections: boolean;
+}
+
+/** `env[name]`, with an empty value meaning unset. */
+function envValue(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value === undefined || value === '' ? undefined : value;
+}
+
+/** A whole number of milliseconds (`0` allowed only when `zero`), or `undefined` when unset. */
+function envMs(env: NodeJS.ProcessEnv, name: string, zero: boolean): number | undefined {
+  const text = envValue(env, name);
+  if (text === undefined) return undefined;
+  const ms = /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(ms) || ms > tcpserver.MAX_DELAY_MS || (!zero && ms === 0)) {
+    throw new ConfigError(
+      `${name}=${JSON.stringify(env[name])}: expected a whole number of milliseconds ` +
+        `(${zero ? '0' : '1'} to ${tcpserver.MAX_DELAY_MS})`,
+    );
+  }
+  return ms;
+}
+
+/** Reads and checks every variable; throws a {@link ConfigError} naming the first bad one. */
+function readConfig(env: NodeJS.ProcessEnv): MainConfig {
+  const trusted = envValue(env, 'PROXY_PROTOCOL_TRUSTED');
+  const versions = envValue(env, 'PROXY_PROTOCOL_VERSIONS');
+  const proxyTimeout = envMs(env, 'PROXY_PROTOCOL_TIMEOUT_MS', false);
+  if (trusted === undefined && (versions !== undefined || proxyTimeout !== undefined)) {
+    throw new ConfigError(
+      'PROXY_PROTOCOL_VERSIONS and PROXY_PROTOCOL_TIMEOUT_MS need PROXY_PROTOCOL_TRUSTED (who may send the header)',
+    );
+  }
+  if (versions !== undefined && versions !== 'v1' && versions !== 'v2' && versions !== 'any') {
+    throw new ConfigError(`PROXY_PROTOCOL_VERSIONS=${JSON.stringify(versions)}: expected v1, v2 or any`);
+  }
+  let proxyProtocol: tcpserver.ProxyProtocolOptions | undefined;
+  if (trusted !== undefined) {
+    const list = trusted.split(',').map((entry) => entry.trim());
+    if (list.some((entry) => entry === '')) {
+      throw new ConfigError(`PROXY_PROTOCOL_TRUSTED=${JSON.stringify(trusted)}: an empty entry`);
+    }
+    proxyProtocol = {
+      trusted: list,
+      ...(versions === undefined ? {} : { versions }),
+      ...(proxyTimeout === undefined ? {} : { timeout: proxyTimeout }),
+    };
+  }
+  const log = envValue(env, 'RESP_LOG_CONNECTIONS');
+  if (log !== undefined && log !== '0' && log !== '1') {
+    throw new ConfigError(`RESP_LOG_CONNECTIONS=${JSON.stringify(log)}: expected 0 or 1`);
+  }
+  return {
+    address: envValue(env, 'ADDRESS') ?? DEFAULT_ADDRESS,
+    proxyProtocol,
+    healthAddress: envValue(env, 'HEALTH_ADDRESS'),
+    closeDelay: envMs(env, 'CLOSE_DELAY_MS', true) ?? 0,
+    shutdownTimeout: envMs(env, 'SHUTDOWN_TIMEOUT_MS', true),
+    logConnections: log === '1',
+  };
+}
+
+/**
+ * Runs `build`; the invalid address or option it throws becomes a {@link ConfigError} naming the
+ * variable it came from (`address` for `ERR_INVALID_ADDRESS`, `option` for `ERR_INVALID_OPTION`).
+ */
+function configured<T>(names: { address: string; option: string }, build: () => T): T {
+  try {
+    return build();
+  } catch (err) {
+    if (err instanceof tcpserver.InvalidAddressError)
+      throw new ConfigError(`${names.address}: ${err.message}`);
+    if (err instanceof tcpserver.InvalidOptionError) throw new ConfigError(`${names.option}: ${err.message}`);
+    throw err;
+  }
+}
+
+/**
+ * Runs the example: listen on `ADDRESS` (and the health endpoint on `HEALTH_ADDRESS`); on the first
+ * SIGINT/SIGTERM report not-ready for `CLOSE_DELAY_MS`, then drain; a second signal forces. Exits 0
+ * after a clean drain, 1 after a forced one or a failed listen, 2 for a bad environment variable.
+ */
 async function main(): Promise<void> {
-  const srv = createRespServer({ address: process.env.ADDRESS ?? DEFAULT_ADDRESS });
-  const bound = await srv.listen();
-  console.log(`resp: listening on ${bound.map(tcpserver.formatAddress).join(', ')}`);
-  // First SIGINT/SIGTERM drains (with progress lines), a second one forces; the report ends it.
-  const shutdown = tcpserver.shutdownOnSignals(srv, { logger: consoleLogger('resp') });
+  const log = consoleLogger('resp');
+  let config: MainConfig;
+  let srv: tcpserver.Server;
+  let health: tcpserver.HealthServer | undefined;
+  try {
+    config = readConfig(process.env);
+    const { address, proxyProtocol, shutdownTimeout } = config;
+    // Every other option was checked above: an invalid one here is PROXY_PROTOCOL_TRUSTED's.
+    const names = { address: 'ADDRESS', option: 'PROXY_PROTOCOL_TRUSTED' };
+    srv = configured(names, () =>
+      createRespServer({
+        address,
+        ...(proxyProtocol === undefined ? {} : { proxyProtocol }),
+        ...(shutdownTimeout === undefined ? {} : { shutdownTimeout }),
+      }),
+    );
+    const healthAddress = config.healthAddress;
+    if (healthAddress !== undefined) {
+      health = configured({ address: 'HEALTH_ADDRESS', option: 'HEALTH_ADDRESS' }, () =>
+        tcpserver.healthServer(srv, { address: healthAddress }),
+      );
+    }
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`resp: ${err.message}`);
+    process.exitCode = CONFIG_EXIT_CODE;
+    return;
+  }
+
+  if (config.logConnections) {
+    srv.on('connState', (conn: tcpserver.Conn, state: tcpserver.ConnState, prev: tcpserver.ConnState) => {
+      const s = conn.socket;
+      if (state === 'active' && prev === 'new') {
+        // Every accept stage (the PROXY header included) is done: the addresses are final.
+        console.log(
+          `conn ${conn.id} from ${conn.remoteAddress}:${conn.remotePort} to ${conn.localAddress}:${conn.localPort}` +
+            ` via ${s.remoteAddress}:${s.remotePort}`,
+        );
+      } else if (state === 'closing') {
+        // What the server had read from the peer (the PROXY header aside) when it began to close:
+        // bytes arriving after this are discarded unread.
+        console.log(`conn ${conn.id} closing: read ${s.bytesRead - (conn.proxy?.length ?? 0)} bytes`);
+      }
+    });
+  }
+  srv.on('refused', (conn: tcpserver.Conn, reason: tcpserver.RefuseReason, err: Error | undefined) => {
+    console.error(
+      `resp: conn ${conn.id} from ${conn.socket.remoteAddress} refused (${reason}): ${err?.message}`,
+    );
+  });
+
+  let shutdown: tcpserver.SignalShutdown;
+  try {
+    const bound = await srv.listen();
+    console.log(`resp: listening on ${bound.map(tcpserver.formatAddress).join(', ')}`);
+    if (health !== undefined) {
+      const at = await health.listen();
+      console.log(`resp: health on ${tcpserver.formatAddress({ network: 'tcp', ...at })}`);
+    }
+    // First SIGINT/SIGTERM: not ready for closeDelay ms (still serving), then drain (with progress
+    // lines); a second one forces; the report ends it.
+    shutdown = tcpserver.shutdownOnSignals(srv, { closeDelay: config.closeDelay, logger: log });
+  } catch (err) {
+    if (!(err instanceof tcpserver.ListenError)) throw err;
+    console.error(`resp: ${err.message}`);
+    await srv.close({ timeout: 0 });
+    await health?.close();
+    process.exitCode = 1;
+    return;
+  }
   const report = await shutdown.done;
+  // The health endpoint outlives the server (it answers 503 during the drain), then goes too, so
+  // nothing keeps the process alive.
+  await health?.close();
+  const { accepted, refused, errors } = srv.stats();
+  const refusals = Object.entries(refused).filter(([, n]) => n > 0);
+  const why = refusals.length === 0 ? '' : ` (${refusals.map(([reason, n]) => `${n} ${reason}`).join(', ')})`;
+  const total = refusals.reduce((sum, [, n]) => sum + n, 0);
+  console.log(`resp: stopped: ${accepted} accepted, ${total} refused${why}, ${errors} handler error(s)`);
   process.exitCode = report.forced === 0 ? 0 : 1;
 }
 

@@ -58,6 +58,21 @@ async function connectRetrying(port: number, gaveUp: () => boolean, why: () => s
   }
 }
 
+/** Runs `haproxy -c` on a configuration: valid, with no warning or alert. */
+async function haproxyCheck(config: string): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tcpserver-haproxy-'));
+  try {
+    const file = join(dir, 'haproxy.cfg');
+    writeFileSync(file, config);
+    const { stdout, stderr } = await run('haproxy', ['-c', '-f', file]);
+    const out = stdout + stderr;
+    assert.match(out, /Configuration file is valid/);
+    assert.doesNotMatch(out, /\[(WARNING|ALERT)\]/, out);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 type Obj = { [key: string]: unknown };
 const obj = (v: unknown, what: string): Obj => {
   assert.ok(v !== null && typeof v === 'object' && !Array.isArray(v), `${what} must be a mapping`);
@@ -217,17 +232,7 @@ describe('docs/haproxy.md', () => {
 
   it('passes haproxy -c with no warnings', async (t) => {
     if (missing(t, 'haproxy', 'haproxy')) return;
-    const dir = mkdtempSync(join(tmpdir(), 'tcpserver-haproxy-'));
-    try {
-      const file = join(dir, 'haproxy.cfg');
-      writeFileSync(file, cfg.body);
-      const { stdout, stderr } = await run('haproxy', ['-c', '-f', file]);
-      const out = stdout + stderr;
-      assert.match(out, /Configuration file is valid/);
-      assert.doesNotMatch(out, /\[(WARNING|ALERT)\]/, out);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await haproxyCheck(cfg.body);
   });
   it('routes through a real HAProxy, which takes a not-ready server out of rotation', async (t) => {
     if (missing(t, 'haproxy', 'haproxy')) return;
@@ -324,16 +329,7 @@ describe('docs/proxy-protocol.md', () => {
     assert.ok(cfg, 'a checked haproxy block');
     assert.match(cfg.body, /send-proxy-v2/);
     if (missing(t, 'haproxy', 'haproxy')) return;
-    const dir = mkdtempSync(join(tmpdir(), 'tcpserver-pp-'));
-    try {
-      const file = join(dir, 'haproxy.cfg');
-      writeFileSync(file, cfg.body);
-      const { stdout, stderr } = await run('haproxy', ['-c', '-f', file]);
-      assert.match(stdout + stderr, /Configuration file is valid/);
-      assert.doesNotMatch(stdout + stderr, /\[(WARNING|ALERT)\]/, stdout + stderr);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await haproxyCheck(cfg.body);
   });
 });
 
