@@ -14,6 +14,24 @@
  * every decoded command is answered before the next read, a graceful shutdown answers all the
  * pipelined commands a client already sent, then ends the connection.
  *
+ * Run as a program, it is configured by environment variables (an empty value counts as unset;
+ * a bad value is reported in one line naming it, and the process exits with code 2):
+ *
+ * | Variable | Meaning | Default |
+ * | --- | --- | --- |
+ * | `ADDRESS` | where to listen (`:6380`, `127.0.0.1:7000`, `[::1]:7000`) | `:6380` |
+ * | `PROXY_PROTOCOL_TRUSTED` | comma-separated addresses and CIDR subnets (`10.0.0.2,10.1.0.0/16`) that may, and must, send a PROXY header; anyone else is refused | unset: PROXY protocol off |
+ * | `PROXY_PROTOCOL_VERSIONS` | `v1`, `v2` or `any` (needs `PROXY_PROTOCOL_TRUSTED`) | `any` |
+ * | `PROXY_PROTOCOL_TIMEOUT_MS` | ms a trusted peer gets to send its header (needs `PROXY_PROTOCOL_TRUSTED`) | `5000` |
+ * | `HEALTH_ADDRESS` | where `healthServer` answers `/readyz` and `/livez` | unset: none |
+ * | `CLOSE_DELAY_MS` | after the first SIGTERM/SIGINT: ms not ready but still serving, before the listener closes | `0` |
+ * | `SHUTDOWN_TIMEOUT_MS` | ms the drain may take before what is left is forced | `10000` |
+ * | `RESP_LOG_CONNECTIONS` | `1`: per connection, `conn <id> from <remote>:<port> to <local>:<port> via <socket peer>:<port>` once it is served, and `conn <id> closing: read <n> bytes` when it starts to close | `0` |
+ *
+ * It exits 0 after a clean drain, 1 after a forced one (a second signal, or the timeout) or when
+ * it cannot listen. Refused connections (PROXY protocol) are printed on stderr, and a summary line
+ * (`resp: stopped: ...`) ends the output. Behind HAProxy: docs/haproxy.md.
+ *
  * @module
  */
 
