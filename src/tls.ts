@@ -77,6 +77,10 @@ export class TlsStage {
       slot: undefined,
     };
     socket.once('close', handshake.onClose);
+    // A peer that sends FIN before its handshake ends is done: the TLSSocket (which copies this
+    // flag when node:tls makes it) then ends too, instead of waiting for handshakeTimeout. The
+    // finished TLSSocket serves half-open peers again (see `#settle`).
+    socket.allowHalfOpen = false;
     if (socket.localPort === undefined) {
       // A unix socket (or one already gone): a pool server of its own.
       const slot = this.#free.pop() ?? this.#makeSlot();
@@ -131,6 +135,7 @@ export class TlsStage {
     }
     if (tlsSocket !== undefined) {
       handshake.socket.off('close', handshake.onClose);
+      tlsSocket.allowHalfOpen = true; // as every listener's connections are
       handshake.done(tlsSocket);
       return;
     }

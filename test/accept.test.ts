@@ -233,3 +233,29 @@ test('seededRandom makes a spread shutdown repeatable: the same seed, the same o
   assert.equal(orders[0]!.length, 10);
   assert.deepEqual(orders[0], orders[1]);
 });
+
+test('a TLS peer that half-closes after its request still gets the reply (half-open after the handshake)', {
+  skip: tlsSkip,
+}, async () => {
+  assert.ok(typeof pki !== 'string');
+  const { srv, port } = await startServer({
+    tls: { key: pki.key, cert: pki.cert },
+    handler: async (_ctx, conn) => {
+      let got = '';
+      for await (const chunk of conn) got += chunk.toString();
+      await conn.write(`reply to ${got}`);
+    },
+  });
+  const client = tls.connect({
+    port,
+    host: '127.0.0.1',
+    ca: pki.cert,
+    servername: 'localhost',
+  });
+  await once(client, 'secureConnect');
+  const received = collect(client);
+  client.end('hi');
+  assert.equal((await received).toString(), 'reply to hi');
+  await waitForStats(srv, (s) => s.open === 0);
+  await stopAndCheck(srv);
+});

@@ -36,7 +36,7 @@ export function collect(socket: net.Socket): Promise<Buffer> {
   });
 }
 
-/** Reads from `socket` until `want` bytes have arrived (or rejects on close first). */
+/** Reads exactly `want` bytes from `socket` (or rejects on close first); later bytes stay unread. */
 export function readBytes(socket: net.Socket, want: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -46,7 +46,9 @@ export function readBytes(socket: net.Socket, want: number): Promise<Buffer> {
       have += chunk.length;
       if (have >= want) {
         cleanup();
-        resolve(Buffer.concat(chunks));
+        const all = Buffer.concat(chunks);
+        if (all.length > want) socket.unshift(all.subarray(want)); // the rest stays for the next reader
+        resolve(all.subarray(0, want));
       }
     };
     const onClose = (): void => {

@@ -16,6 +16,7 @@ import {
   type ProxyVersions,
   parseProxyHeader,
 } from '../src/proxy-protocol.js';
+import { inet4, inet6, unixBlock } from './fixtures/proxy-blocks.js';
 
 // A fixed seed keeps the suite deterministic; FC_SEED / FC_RUNS explore further.
 const RUNS = {
@@ -76,33 +77,6 @@ function v2(o: V2Options = {}): Buffer {
     out.writeUInt32BE(typeof o.crc === 'number' ? o.crc : crcReference(out), out.length - 4);
   }
   return out;
-}
-
-function inet4(src: string, dst: string, sport: number, dport: number): Buffer {
-  const b = Buffer.alloc(12);
-  b.set(src.split('.').map(Number), 0);
-  b.set(dst.split('.').map(Number), 4);
-  b.writeUInt16BE(sport, 8);
-  b.writeUInt16BE(dport, 10);
-  return b;
-}
-
-function inet6(src: number[], dst: number[], sport: number, dport: number): Buffer {
-  const b = Buffer.alloc(36);
-  for (let i = 0; i < 8; i++) {
-    b.writeUInt16BE(src[i]!, 2 * i);
-    b.writeUInt16BE(dst[i]!, 16 + 2 * i);
-  }
-  b.writeUInt16BE(sport, 32);
-  b.writeUInt16BE(dport, 34);
-  return b;
-}
-
-function unixBlock(src: Buffer | string, dst: Buffer | string): Buffer {
-  const b = Buffer.alloc(216);
-  Buffer.from(src).copy(b, 0);
-  Buffer.from(dst).copy(b, 108);
-  return b;
 }
 
 const fullHex = (words: number[]) => words.map((w) => w.toString(16).padStart(4, '0')).join(':');
