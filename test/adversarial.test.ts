@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { after, afterEach, test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
@@ -27,17 +27,19 @@ import {
   type Server,
   type ServerOptions,
 } from '../src/index.js';
-import { assertNoLeaks, collect, makeCertificate, readBytes, startServer, waitForStats } from './helpers.js';
+import {
+  assertNoLeaks,
+  collect,
+  failOnUnhandledRejections,
+  makeCertificate,
+  readBytes,
+  startServer,
+  waitForStats,
+} from './helpers.js';
 
 const run = promisify(execFile);
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
-process.on('unhandledRejection', onUnhandled);
-after(() => {
-  process.off('unhandledRejection', onUnhandled);
-  assert.deepEqual(unhandled, [], 'no unhandled rejections');
-});
+failOnUnhandledRejections();
 
 // A failing test must not leave a server or a socket keeping the
 // process alive: everything a test opens is tracked and torn down after it.

@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import { createServer, type Server, type ServerOptions } from '../src/index.js';
 
 /** Starts a server on 127.0.0.1:0 (unless `address`/`network` say otherwise) and returns it with its port. */
@@ -171,4 +172,18 @@ export function makeCertificate(cn = 'localhost'): { key: Buffer; cert: Buffer }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Fails the test file if any promise rejection went unhandled while it ran: call once at the top
+ * of a file (it registers a node:test `after` hook).
+ */
+export function failOnUnhandledRejections(): void {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  after(() => {
+    process.off('unhandledRejection', onUnhandled);
+    assert.deepEqual(unhandled, [], 'no unhandled rejections');
+  });
 }

@@ -16,7 +16,7 @@ import {
   type ProxyVersions,
   parseProxyHeader,
 } from '../src/proxy-protocol.js';
-import { inet4, inet6, unixBlock } from './fixtures/proxy-blocks.js';
+import { inet4, inet6, SIG, tlv, unixBlock } from './fixtures/proxy-blocks.js';
 
 // A fixed seed keeps the suite deterministic; FC_SEED / FC_RUNS explore further.
 const RUNS = {
@@ -28,7 +28,6 @@ const VERSIONS: ProxyVersions[] = ['v1', 'v2', 'any'];
 // ---------------------------------------------------------------------------------------------
 // Test-only encoder and reference implementations, written the obvious way.
 
-const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
 const latin1 = (s: string) => Buffer.from(s, 'latin1');
 
 /** CRC-32C bit by bit, no table: the reference the module's table-driven one is checked against. */
@@ -39,14 +38,6 @@ function crcReference(bytes: Uint8Array): number {
     for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
   }
   return (crc ^ 0xffffffff) >>> 0;
-}
-
-function tlv(type: number, value: Buffer | string): Buffer {
-  const v = typeof value === 'string' ? Buffer.from(value) : value;
-  const h = Buffer.alloc(3);
-  h[0] = type;
-  h.writeUInt16BE(v.length, 1);
-  return Buffer.concat([h, v]);
 }
 
 interface V2Options {

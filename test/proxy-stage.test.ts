@@ -37,16 +37,17 @@ import {
   type ShutdownReport,
   seededRandom,
 } from '../src/index.js';
-import { inet4, inet6, unixBlock } from './fixtures/proxy-blocks.js';
-import { assertNoLeaks, makeCertificate, readBytes, startServer, waitForStats } from './helpers.js';
+import { inet4, inet6, SIG, tlv, unixBlock } from './fixtures/proxy-blocks.js';
+import {
+  assertNoLeaks,
+  failOnUnhandledRejections,
+  makeCertificate,
+  readBytes,
+  startServer,
+  waitForStats,
+} from './helpers.js';
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
-process.on('unhandledRejection', onUnhandled);
-after(() => {
-  process.off('unhandledRejection', onUnhandled);
-  assert.deepEqual(unhandled, [], 'no unhandled rejections');
-});
+failOnUnhandledRejections();
 
 // A failing test must not leave a server, a socket or a timer keeping the process alive.
 const servers = new Set<Server>();
@@ -397,16 +398,6 @@ async function exchange(
 }
 
 // -- Headers -------------------------------------------------------------------------------------
-
-const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
-
-function tlv(type: number, value: Buffer | string): Buffer {
-  const v = typeof value === 'string' ? Buffer.from(value) : value;
-  const head = Buffer.alloc(3);
-  head[0] = type;
-  head.writeUInt16BE(v.length, 1);
-  return Buffer.concat([head, v]);
-}
 
 /** A v2 header: `verCmd` 0x21 PROXY / 0x20 LOCAL, `famProto` 0x11 INET, 0x21 INET6, 0x31 UNIX. */
 function v2(verCmd: number, famProto: number, block: Buffer, tlvs: Buffer[] = []): Buffer {
