@@ -116,13 +116,16 @@ export class DeadlineQueue<T> {
     if (at < this.#armedAt) this.#arm();
   }
 
-  /** Cancels `item`'s deadline, if it has one. The timer catches up lazily when it fires. */
+  /**
+   * Cancels `item`'s deadline, if it has one. The timer is left as it is and catches up when it
+   * fires (it then re-arms for the earliest deadline left, or stops): clearing and re-arming it
+   * for every connection that closes before its deadline is what one shared timer saves.
+   */
   delete(item: T): boolean {
     const entry = this.#entries.get(item);
     if (entry === undefined) return false;
     this.#entries.delete(item);
     this.#removeAt(entry.index);
-    if (this.#heap.length === 0) this.#disarm();
     return true;
   }
 

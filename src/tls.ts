@@ -31,6 +31,8 @@ export type TlsFailure = 'tls-timeout' | 'tls-handshake';
 /** One connection waiting for its handshake. */
 interface Handshake {
   readonly socket: Socket;
+  /** The 4-tuple a TCP handshake is found by (unused for unix sockets). */
+  readonly tuple: string;
   readonly done: (tlsSocket: TLSSocket) => void;
   readonly fail: (reason: TlsFailure, error: Error | undefined) => void;
   /** The failure node:tls reported, if it did, before the socket closed. */
@@ -69,6 +71,7 @@ export class TlsStage {
   start(socket: Socket, done: Handshake['done'], fail: Handshake['fail']): void {
     const handshake: Handshake = {
       socket,
+      tuple: tupleOf(socket),
       done,
       fail,
       error: undefined,
@@ -89,7 +92,7 @@ export class TlsStage {
       slot.emit('connection', socket);
       return;
     }
-    const tuple = tupleOf(socket);
+    const tuple = handshake.tuple;
     if (socket.remoteAddress === undefined || this.#byTuple.has(tuple)) {
       // Reset before we looked (no peer address), or a tuple we cannot tell apart: never guess.
       socket.destroy();
@@ -130,8 +133,7 @@ export class TlsStage {
       this.#busy.delete(slot);
       this.#free.push(slot);
     } else {
-      const tuple = tupleOf(handshake.socket);
-      if (this.#byTuple.get(tuple) === handshake) this.#byTuple.delete(tuple);
+      if (this.#byTuple.get(handshake.tuple) === handshake) this.#byTuple.delete(handshake.tuple);
     }
     if (tlsSocket !== undefined) {
       handshake.socket.off('close', handshake.onClose);
