@@ -148,3 +148,48 @@ export class ProxyProtocolError extends TcpServerError {
     super('ERR_PROXY_PROTOCOL', message);
   }
 }
+
+/**
+ * `reusePort` was asked for where the kernel or Node.js does not provide it: Node.js before 22.12
+ * ignores the option silently, and only some systems (Linux, FreeBSD) share a port between
+ * sockets. Found by a trial bind of two sockets on one port; the message says what failed.
+ */
+export class ReusePortUnsupportedError extends TcpServerError {
+  constructor(message: string) {
+    super('ERR_REUSEPORT_UNSUPPORTED', message);
+  }
+}
+
+/** A rolling restart or an upgrade was asked for while one is already running. */
+export class RestartInProgressError extends TcpServerError {
+  constructor(what: string) {
+    super('ERR_RESTART_IN_PROGRESS', `${what} is already in progress: wait for it to finish`);
+  }
+}
+
+/**
+ * A rolling restart or an upgrade was abandoned: a new process crashed, or was not ready in time.
+ * The processes that served before keep serving; the message says which one failed and why.
+ */
+export class RestartFailedError extends TcpServerError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_RESTART_FAILED', message, options);
+  }
+}
+
+/**
+ * Workers crashed too often in too short a window: the supervisor stops rather than restart them
+ * forever. The message gives the count, the window and how the last one ended.
+ */
+export class CrashLoopError extends TcpServerError {
+  constructor(message: string) {
+    super('ERR_CRASH_LOOP', message);
+  }
+}
+
+/** A worker-side call of `tcpserver/cluster` ran in a process that no supervisor started. */
+export class NotSupervisedError extends TcpServerError {
+  constructor(message: string) {
+    super('ERR_NOT_SUPERVISED', message);
+  }
+}

@@ -46,6 +46,7 @@ export {
   noDelay,
   proxyProtocol,
   random,
+  reusePort,
   shutdownSpread,
   shutdownTimeout,
   tls,

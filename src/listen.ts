@@ -14,7 +14,7 @@ import {
   type Server as NetServer,
 } from 'node:net';
 import type { ListenSpec } from './address.js';
-import { ListenError } from './errors.js';
+import { ListenError, ReusePortUnsupportedError } from './errors.js';
 
 /** A listener to bind: the server object and what to pass to its `listen()`, if anything. */
 export interface PendingListener {
@@ -30,10 +30,12 @@ export interface PendingListener {
    * must not bind the other family because the name resolved to it first.
    */
   family?: 4 | 6;
+  /** Bind with `SO_REUSEPORT`: checked once per process by {@link checkReusePort} first. */
+  reusePort?: boolean;
 }
 
 /** Describes a parsed address as `listen()` arguments. */
-export function listenerFor(spec: ListenSpec, label: string): PendingListener {
+export function listenerFor(spec: ListenSpec, label: string, reusePort = false): PendingListener {
   const server = createNetServer({ allowHalfOpen: true });
   if (spec.network === 'unix') {
     return { server, bind: { path: spec.path }, label, unixPath: spec.abstract ? undefined : spec.path };
@@ -41,6 +43,11 @@ export function listenerFor(spec: ListenSpec, label: string): PendingListener {
   const bind: ListenOptions = { port: spec.port, ipv6Only: spec.ipv6Only };
   if (spec.host !== undefined) bind.host = spec.host;
   const pending: PendingListener = { server, bind, label, unixPath: undefined };
+  if (reusePort) {
+    // `exclusive`: in a cluster worker, bind here rather than share the primary's socket.
+    Object.assign(bind, { reusePort: true, exclusive: true });
+    pending.reusePort = true;
+  }
   // Node's listen() resolves a host name with no family: `localhost` may come back as 127.0.0.1
   // for `tcp6` (which then binds IPv4) or as ::1 for `tcp4`. Go resolves within the network.
   if (spec.host !== undefined && isIP(spec.host) === 0 && spec.network !== 'tcp') {
@@ -71,6 +78,7 @@ export async function bindListener(pending: PendingListener): Promise<void> {
   const { server, bind, label } = pending;
   (server as NetServer & { allowHalfOpen: boolean }).allowHalfOpen = true;
   if (bind === undefined) return;
+  if (pending.reusePort) await checkReusePort();
   if (pending.unixPath !== undefined) await replaceStaleSocket(pending.unixPath, label);
   let options = bind as ListenOptions;
   if (pending.family !== undefined && options.host !== undefined) {
@@ -94,6 +102,43 @@ export async function bindListener(pending: PendingListener): Promise<void> {
     server.once('listening', onListening);
     server.listen(options);
   });
+}
+
+let reusePortCheck: Promise<void> | undefined;
+
+/**
+ * Rejects with a {@link ReusePortUnsupportedError} unless two sockets of this process can bind one
+ * port with `reusePort`: Node.js before 22.12 drops the option without a word, and systems without
+ * `SO_REUSEPORT` load balancing fail the second bind. Checked once per process, on loopback.
+ */
+export function checkReusePort(): Promise<void> {
+  reusePortCheck ??= trialBind();
+  return reusePortCheck;
+}
+
+async function trialBind(): Promise<void> {
+  const first = createNetServer();
+  const second = createNetServer();
+  const listen = (server: NetServer, port: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: '127.0.0.1', port, reusePort: true, exclusive: true } as ListenOptions, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  try {
+    await listen(first, 0);
+    await listen(second, (first.address() as { port: number }).port);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new ReusePortUnsupportedError(
+      `reusePort does not work here (Node.js ${process.version} on ${process.platform}): two sockets ` +
+        `could not share a port (${code}); it needs Node.js >= 22.12 on Linux or FreeBSD`,
+    );
+  } finally {
+    for (const server of [first, second]) if (server.listening) server.close();
+  }
 }
 
 /**

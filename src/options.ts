@@ -72,6 +72,13 @@ export interface ServerOptions {
   lingerTimeout?: number;
   /** Uniform random numbers in [0, 1) for spread closing and age jitter. Default `Math.random`. */
   random?: Random;
+  /**
+   * Bind with `SO_REUSEPORT`, so several processes (cluster workers, containers on the host
+   * network) each bind the same port and the kernel spreads connections between them. Linux and
+   * FreeBSD, on Node.js >= 22.12; `listen()` checks with a trial bind and rejects with
+   * `ReusePortUnsupportedError` where it does not work (Node 20 ignores the option). Default `false`.
+   */
+  reusePort?: boolean;
   /** Disable Nagle's algorithm on accepted sockets. Default `true`. */
   noDelay?: boolean;
   /** TCP keep-alive: `false` (default), `true`, or the initial delay in ms. */
@@ -101,6 +108,7 @@ export interface ResolvedOptions {
   shutdownSpread: number;
   lingerTimeout: number;
   random: Random;
+  reusePort: boolean;
   noDelay: boolean;
   keepAlive: boolean;
   keepAliveInitialDelay: number;
@@ -182,6 +190,11 @@ export const shutdownTimeout =
   (ms: number): Option =>
   (o) =>
     void (o.shutdownTimeout = ms);
+/** Sets {@link ServerOptions.reusePort}. */
+export const reusePort =
+  (value: boolean): Option =>
+  (o) =>
+    void (o.reusePort = value);
 /** Sets {@link ServerOptions.noDelay}. */
 export const noDelay =
   (value: boolean): Option =>
@@ -234,6 +247,11 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
       `random must be a function returning numbers in [0, 1), got ${describe(options.random)}`,
     );
   }
+  const reuse = options.reusePort ?? false;
+  if (typeof reuse !== 'boolean') {
+    throw new InvalidOptionError(`reusePort must be a boolean, got ${describe(options.reusePort)}`);
+  }
+  if (reuse) checkReusePort(listen, existing);
   return {
     name: options.name ?? 'tcpserver',
     network: net,
@@ -251,6 +269,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     shutdownSpread: duration('shutdownSpread', options.shutdownSpread ?? 0, false),
     lingerTimeout: duration('lingerTimeout', options.lingerTimeout ?? 2_000, true),
     random: options.random ?? Math.random,
+    reusePort: reuse,
     noDelay: options.noDelay ?? true,
     keepAlive: keepAliveOpt !== false,
     keepAliveInitialDelay: typeof keepAliveOpt === 'number' ? keepAliveOpt : 0,
@@ -277,6 +296,22 @@ function checkListener(value: unknown): void {
     if ('listen' in value && typeof value.listen === 'function' && 'on' in value) return;
   }
   throw new InvalidOptionError(`listener must be a net.Server, { fd } or 'systemd', got ${describe(value)}`);
+}
+
+/** `reusePort` applies to a TCP address the server binds itself. */
+export function checkReusePort(listen: ListenSpec | undefined, existing: ListenerOption | undefined): void {
+  if (listen === undefined || (existing !== undefined && !isUnboundServer(existing))) {
+    throw new InvalidOptionError(
+      'reusePort applies to an address the server binds, not to a listener that is already bound',
+    );
+  }
+  if (listen.network === 'unix') {
+    throw new InvalidOptionError('reusePort needs a TCP network (tcp, tcp4, tcp6), not unix');
+  }
+}
+
+function isUnboundServer(value: ListenerOption): boolean {
+  return typeof value === 'object' && 'listen' in value && !value.listening;
 }
 
 function checkLogger(value: unknown): void {

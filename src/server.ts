@@ -26,7 +26,7 @@ import type { Conn, ConnOwner, ConnState } from './conn.js';
 import { channels } from './diagnostics.js';
 import { ConnClosedError, IdleTimeoutError, InvalidOptionError, ServerClosedError } from './errors.js';
 import { bindListener, listenerFor, listenerForFd, type PendingListener } from './listen.js';
-import type { ResolvedOptions } from './options.js';
+import { checkReusePort, type ResolvedOptions } from './options.js';
 import { Shutdown, type ShutdownHost, type ShutdownReport } from './shutdown.js';
 import {
   kCancelReason,
@@ -37,6 +37,7 @@ import {
   kOnIdleTimeout,
   kOnLingerTimeout,
   kOnState,
+  kReusePort,
   kWatching,
 } from './symbols.js';
 import { systemdListeners } from './systemd.js';
@@ -110,6 +111,7 @@ export class Server extends EventEmitter implements ConnOwner {
   #listeners: NetServer[] = [];
   #bound: BoundAddress[] = [];
   #readyFlag = true;
+  #reusePort: boolean;
   readonly #conns = new Set<Conn>();
   readonly #totals = {
     accepted: 0,
@@ -136,6 +138,7 @@ export class Server extends EventEmitter implements ConnOwner {
   constructor(options: ResolvedOptions) {
     super();
     this.#options = options;
+    this.#reusePort = options.reusePort;
     this.name = options.name;
     this.#accept = new AcceptPipeline(this.#acceptHost(), options);
     this.serving = new Promise<void>((resolve, reject) => {
@@ -263,6 +266,18 @@ export class Server extends EventEmitter implements ConnOwner {
   /** Closes the server gracefully (`await using srv = ...`). */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close().then(noop);
+  }
+
+  /** Binds with `reusePort` from now on; throws where the option could not apply. */
+  [kReusePort](): void {
+    if (this.#reusePort) return;
+    if (this.#phase !== 'created' || this.#listening !== undefined) {
+      throw new InvalidOptionError(
+        `server ${this.name} is already listening: reusePort must be set before listen()`,
+      );
+    }
+    checkReusePort(this.#options.listen, this.#options.listener);
+    this.#reusePort = true;
   }
 
   // -- What connections report (module-private symbols: not part of the public API) -----------
@@ -395,7 +410,7 @@ export class Server extends EventEmitter implements ConnOwner {
 
   #pendingListeners(): PendingListener[] {
     const { listener, listen } = this.#options;
-    if (listener === undefined) return [listenerFor(listen!, this.#describeAddress())];
+    if (listener === undefined) return [listenerFor(listen!, this.#describeAddress(), this.#reusePort)];
     if (listener === 'systemd') return systemdListeners().map(({ fd }) => listenerForFd(fd));
     if ('fd' in listener) return [listenerForFd(listener.fd)];
     if (listener.listening)
@@ -405,7 +420,7 @@ export class Server extends EventEmitter implements ConnOwner {
         'the listener given is not listening and no address was set to bind it to',
       );
     }
-    const bound = listenerFor(listen, this.#describeAddress());
+    const bound = listenerFor(listen, this.#describeAddress(), this.#reusePort);
     bound.server = listener;
     return [bound];
   }

@@ -31,3 +31,5 @@ export const kOnIdleTimeout = Symbol('tcpserver.onIdleTimeout');
 export const kOnLingerTimeout = Symbol('tcpserver.onLingerTimeout');
 export const kOnHandlerError = Symbol('tcpserver.onHandlerError');
 export const kLingerTimeout = Symbol('tcpserver.lingerTimeout');
+/** `Server`: bind with `reusePort` (a supervisor in reusePort mode asks it of its workers' servers). */
+export const kReusePort = Symbol('tcpserver.reusePort');
