@@ -5,10 +5,12 @@
  *
  *   npm start
  *   nc localhost 8080
+ *   WORKERS=4 npm start     # every core: SIGHUP rolls the workers
+ *   UPGRADE=1 npm start     # one process that replaces itself on SIGHUP, PID_FILE=app.pid
  */
 import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../src/index.js';
-import { consoleLogger } from './console-logger.js';
+import { ModeError, readMode, runService, type ServiceMode } from './service.js';
 
 /** Builds the echo server; exported so tests and benchmarks run the very same code. */
 export function createEchoServer(address = ':8080', idleTimeout = 60_000): tcpserver.Server {
@@ -24,25 +26,36 @@ export function createEchoServer(address = ':8080', idleTimeout = 60_000): tcpse
   );
 }
 
+/**
+ * Runs the example (examples/service.ts): one process, or `WORKERS=<n>` (SIGHUP rolls the
+ * workers), or `UPGRADE=1` (SIGHUP replaces the process, listeners handed over); `PID_FILE`.
+ */
 async function main(): Promise<void> {
-  const srv = createEchoServer(process.env.ADDRESS ?? ':8080', Number(process.env.IDLE_TIMEOUT ?? 60_000));
-  srv.on('connState', (conn: tcpserver.Conn, state: tcpserver.ConnState) => {
-    if (state === 'new') console.log(`conn ${conn.id} from ${conn.remoteAddress}:${conn.remotePort}`);
-    if (state === 'closed') console.log(`conn ${conn.id} closed`);
-  });
-  srv.on('handlerError', (error: Error, conn: tcpserver.Conn) =>
-    console.error(`conn ${conn.id}: ${error.message}`),
+  let mode: ServiceMode;
+  try {
+    mode = readMode(process.env);
+  } catch (error) {
+    if (!(error instanceof ModeError)) throw error;
+    console.error(`echo: ${error.message}`);
+    process.exitCode = 2;
+    return;
+  }
+  const build = (): tcpserver.Server => {
+    const srv = createEchoServer(process.env.ADDRESS ?? ':8080', Number(process.env.IDLE_TIMEOUT ?? 60_000));
+    srv.on('connState', (conn: tcpserver.Conn, state: tcpserver.ConnState) => {
+      if (state === 'new') console.log(`conn ${conn.id} from ${conn.remoteAddress}:${conn.remotePort}`);
+      if (state === 'closed') console.log(`conn ${conn.id} closed`);
+    });
+    srv.on('handlerError', (error: Error, conn: tcpserver.Conn) =>
+      console.error(`conn ${conn.id}: ${error.message}`),
+    );
+    return srv;
+  };
+  // Progress and the final report are printed by shutdownOnSignals' logger.
+  process.exitCode = await runService(
+    { name: 'echo', servers: () => [build()], closeDelay: 0, shutdownTimeout: 10_000 },
+    mode,
   );
-  const shutdown = tcpserver.shutdownOnSignals(srv, {
-    timeout: 10_000,
-    logger: consoleLogger('echo'),
-  });
-  const addresses = await srv.listen();
-  console.log(
-    `echo server listening on ${addresses.map(tcpserver.formatAddress).join(', ')} (Ctrl-C to stop)`,
-  );
-  const report = await shutdown.done; // progress and the final report are printed by the helper
-  process.exitCode = report.forced === 0 ? 0 : 1;
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -26,6 +26,9 @@
  * | `HEALTH_ADDRESS` | where `healthServer` answers `/readyz` and `/livez` | unset: none |
  * | `CLOSE_DELAY_MS` | after the first SIGTERM/SIGINT: ms not ready but still serving, before the listener closes | `0` |
  * | `SHUTDOWN_TIMEOUT_MS` | ms the drain may take before what is left is forced | `10000` |
+ * | `WORKERS` | run on this many cores: a `tcpserver/cluster` supervisor (SIGHUP rolls the workers; `HEALTH_ADDRESS` answers in the primary) | unset: one process |
+ * | `UPGRADE` | `1`: one process that replaces itself on SIGHUP (`tcpserver/upgrade`), its listeners handed to the new copy | `0` |
+ * | `PID_FILE` | keep the serving process's pid in this file (`kill -HUP $(cat app.pid)`, systemd's `PIDFile=`) | unset |
  * | `RESP_LOG_CONNECTIONS` | `1`: per connection, `conn <id> from <remote>:<port> to <local>:<port> via <socket peer>:<port>` once it is served, and `conn <id> closing: read <n> bytes` when it starts to close | `0` |
  *
  * It exits 0 after a clean drain, 1 after a forced one (a second signal, or the timeout) or when
@@ -37,11 +40,11 @@
 
 import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../src/index.js';
-import { consoleLogger } from './console-logger.js';
 import { execute } from './resp/commands.js';
 import { type RespCommand, RespDecoder, type RespDecoderOptions } from './resp/decoder.js';
 import { ReplyWriter } from './resp/reply.js';
 import { Store } from './resp/store.js';
+import { ModeError, readMode, runService, type ServiceMode } from './service.js';
 
 /** Options of {@link createRespServer}: the server's, the protocol limits, and the key space. */
 export interface RespServerOptions extends Omit<tcpserver.ServerOptions, 'handler'>, RespDecoderOptions {
@@ -221,41 +224,66 @@ function configured<T>(names: { address: string; option: string }, build: () => 
 }
 
 /**
- * Runs the example: listen on `ADDRESS` (and the health endpoint on `HEALTH_ADDRESS`); on the first
- * SIGINT/SIGTERM report not-ready for `CLOSE_DELAY_MS`, then drain; a second signal forces. Exits 0
- * after a clean drain, 1 after a forced one or a failed listen, 2 for a bad environment variable.
+ * Runs the example (examples/service.ts: as one process, with `WORKERS`, or with `UPGRADE=1`):
+ * listen on `ADDRESS` (and the health endpoint on `HEALTH_ADDRESS`); on the first SIGINT/SIGTERM
+ * report not-ready for `CLOSE_DELAY_MS`, then drain; a second signal forces. Exits 0 after a clean
+ * drain, 1 after a forced one or a failed listen, 2 for a bad environment variable.
  */
 async function main(): Promise<void> {
-  const log = consoleLogger('resp');
   let config: MainConfig;
-  let srv: tcpserver.Server;
-  let health: tcpserver.HealthServer | undefined;
+  let mode: ServiceMode;
+  let build: () => tcpserver.Server;
   try {
     config = readConfig(process.env);
+    mode = readMode(process.env);
     const { address, proxyProtocol, shutdownTimeout } = config;
     // Every other option was checked above: an invalid one here is PROXY_PROTOCOL_TRUSTED's.
     const names = { address: 'ADDRESS', option: 'PROXY_PROTOCOL_TRUSTED' };
-    srv = configured(names, () =>
-      createRespServer({
-        address,
-        ...(proxyProtocol === undefined ? {} : { proxyProtocol }),
-        ...(shutdownTimeout === undefined ? {} : { shutdownTimeout }),
-      }),
-    );
+    build = () =>
+      configured(names, () =>
+        createRespServer({
+          address,
+          ...(proxyProtocol === undefined ? {} : { proxyProtocol }),
+          ...(shutdownTimeout === undefined ? {} : { shutdownTimeout }),
+        }),
+      );
+    build(); // a bad address or option is reported now, before anything starts
     const healthAddress = config.healthAddress;
     if (healthAddress !== undefined) {
-      health = configured({ address: 'HEALTH_ADDRESS', option: 'HEALTH_ADDRESS' }, () =>
-        tcpserver.healthServer(srv, { address: healthAddress }),
+      configured({ address: 'HEALTH_ADDRESS', option: 'HEALTH_ADDRESS' }, () =>
+        tcpserver.healthServer({ ready: false, isStopped: false }, { address: healthAddress }),
       );
     }
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
+    if (!(err instanceof ConfigError) && !(err instanceof ModeError)) throw err;
     console.error(`resp: ${err.message}`);
     process.exitCode = CONFIG_EXIT_CODE;
     return;
   }
+  const logConnections = config.logConnections;
+  process.exitCode = await runService(
+    {
+      name: 'resp',
+      servers: () => [observe(build(), logConnections)],
+      healthAddress: config.healthAddress,
+      closeDelay: config.closeDelay,
+      shutdownTimeout: config.shutdownTimeout,
+      summary: ([srv]) => {
+        const { accepted, refused, errors } = srv!.stats();
+        const refusals = Object.entries(refused).filter(([, n]) => n > 0);
+        const why =
+          refusals.length === 0 ? '' : ` (${refusals.map(([reason, n]) => `${n} ${reason}`).join(', ')})`;
+        const total = refusals.reduce((sum, [, n]) => sum + n, 0);
+        return `stopped: ${accepted} accepted, ${total} refused${why}, ${errors} handler error(s)`;
+      },
+    },
+    mode,
+  );
+}
 
-  if (config.logConnections) {
+/** The example's own lines about connections: refused ones always, the others with `RESP_LOG_CONNECTIONS=1`. */
+function observe(srv: tcpserver.Server, logConnections: boolean): tcpserver.Server {
+  if (logConnections) {
     srv.on('connState', (conn: tcpserver.Conn, state: tcpserver.ConnState, prev: tcpserver.ConnState) => {
       const s = conn.socket;
       if (state === 'active' && prev === 'new') {
@@ -276,36 +304,7 @@ async function main(): Promise<void> {
       `resp: conn ${conn.id} from ${conn.socket.remoteAddress} refused (${reason}): ${err?.message}`,
     );
   });
-
-  let shutdown: tcpserver.SignalShutdown;
-  try {
-    const bound = await srv.listen();
-    console.log(`resp: listening on ${bound.map(tcpserver.formatAddress).join(', ')}`);
-    if (health !== undefined) {
-      const at = await health.listen();
-      console.log(`resp: health on ${tcpserver.formatAddress({ network: 'tcp', ...at })}`);
-    }
-    // First SIGINT/SIGTERM: not ready for closeDelay ms (still serving), then drain (with progress
-    // lines); a second one forces; the report ends it.
-    shutdown = tcpserver.shutdownOnSignals(srv, { closeDelay: config.closeDelay, logger: log });
-  } catch (err) {
-    if (!(err instanceof tcpserver.ListenError)) throw err;
-    console.error(`resp: ${err.message}`);
-    await srv.close({ timeout: 0 });
-    await health?.close();
-    process.exitCode = 1;
-    return;
-  }
-  const report = await shutdown.done;
-  // The health endpoint outlives the server (it answers 503 during the drain), then goes too, so
-  // nothing keeps the process alive.
-  await health?.close();
-  const { accepted, refused, errors } = srv.stats();
-  const refusals = Object.entries(refused).filter(([, n]) => n > 0);
-  const why = refusals.length === 0 ? '' : ` (${refusals.map(([reason, n]) => `${n} ${reason}`).join(', ')})`;
-  const total = refusals.reduce((sum, [, n]) => sum + n, 0);
-  console.log(`resp: stopped: ${accepted} accepted, ${total} refused${why}, ${errors} handler error(s)`);
-  process.exitCode = report.forced === 0 ? 0 : 1;
+  return srv;
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -51,6 +51,7 @@ export {
   shutdownTimeout,
   tls,
 } from './options.js';
+export { removePidFile, writePidFile } from './pid-file.js';
 export type {
   ProxyHeader,
   ProxyInetAddress,

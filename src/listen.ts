@@ -5,7 +5,8 @@
  * @module
  */
 import { lookup } from 'node:dns/promises';
-import { lstat, unlink } from 'node:fs/promises';
+import { lstatSync, unlinkSync } from 'node:fs';
+import { lstat, rename, unlink } from 'node:fs/promises';
 import {
   connect,
   createServer as createNetServer,
@@ -13,6 +14,7 @@ import {
   type ListenOptions,
   type Server as NetServer,
 } from 'node:net';
+import { basename, dirname, join } from 'node:path';
 import type { ListenSpec } from './address.js';
 import { ListenError, ReusePortUnsupportedError } from './errors.js';
 
@@ -23,8 +25,13 @@ export interface PendingListener {
   bind: ListenOptions | { fd: number } | undefined;
   /** How to name it in errors. */
   label: string;
-  /** A unix socket path (not abstract) whose stale file may be replaced before binding. */
+  /**
+   * A unix socket path (not abstract): a stale file there is replaced when binding, and the file
+   * is removed when the listener closes (unless the socket was handed to another process).
+   */
   unixPath: string | undefined;
+  /** The socket file this listener serves, once bound: removed on close only if still this one. */
+  socketFile?: { path: string; dev: number; ino: number };
   /**
    * Resolve `bind.host` (a host name) to this address family before binding: `tcp4` / `tcp6`
    * must not bind the other family because the name resolved to it first.
@@ -79,8 +86,69 @@ export async function bindListener(pending: PendingListener): Promise<void> {
   (server as NetServer & { allowHalfOpen: boolean }).allowHalfOpen = true;
   if (bind === undefined) return;
   if (pending.reusePort) await checkReusePort();
-  if (pending.unixPath !== undefined) await replaceStaleSocket(pending.unixPath, label);
-  let options = bind as ListenOptions;
+  const path = pending.unixPath;
+  if (path !== undefined && !('fd' in bind)) {
+    await replaceStaleSocket(path, label);
+    await bindSocketFile(pending, path);
+    return;
+  }
+  await listenOn(pending, bind as ListenOptions);
+  // An inherited descriptor for a known path (a socket handed over by the previous process).
+  if (path !== undefined) pending.socketFile = await socketFileOf(path);
+}
+
+/**
+ * Binds a unix socket under a temporary name in the same directory, then renames it to `path`.
+ * The rename replaces a stale file atomically, and node:net's own unlink-on-close then removes
+ * the temporary name (long gone) rather than `path`: whether `path` is removed on close is this
+ * module's decision ({@link releaseSocketFile}), so a socket handed to another process keeps its
+ * file. A temporary name too long for `sun_path` falls back to binding `path` itself.
+ */
+async function bindSocketFile(pending: PendingListener, path: string): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid.toString(36)}~`);
+  if (Buffer.byteLength(tmp) > MAX_UNIX_PATH || Buffer.byteLength(path) > MAX_UNIX_PATH) {
+    await listenOn(pending, { path });
+    pending.socketFile = await socketFileOf(path);
+    return;
+  }
+  await unlink(tmp).catch(() => {});
+  await listenOn(pending, { path: tmp });
+  try {
+    await rename(tmp, path);
+  } catch (error) {
+    pending.server.close();
+    throw new ListenError(pending.label, error as NodeJS.ErrnoException);
+  }
+  pending.socketFile = await socketFileOf(path);
+}
+
+/** Longest unix socket path Linux and macOS accept (`sun_path` less its terminating NUL). */
+const MAX_UNIX_PATH = 103;
+
+async function socketFileOf(path: string): Promise<PendingListener['socketFile']> {
+  const stat = await lstat(path).catch(() => undefined);
+  return stat?.isSocket() ? { path, dev: stat.dev, ino: stat.ino } : undefined;
+}
+
+/**
+ * Removes the socket file a closed listener served, if the file there is still that one (a newer
+ * process may have bound its own). Synchronous: it runs as the listener closes, like node:net's.
+ */
+export function releaseSocketFile(pending: PendingListener): void {
+  const file = pending.socketFile;
+  if (file === undefined) return;
+  pending.socketFile = undefined;
+  try {
+    const now = lstatSync(file.path);
+    if (now.dev === file.dev && now.ino === file.ino) unlinkSync(file.path);
+  } catch {
+    // Already gone, or not ours to remove.
+  }
+}
+
+async function listenOn(pending: PendingListener, bind: ListenOptions): Promise<void> {
+  const { server, label } = pending;
+  let options = bind;
   if (pending.family !== undefined && options.host !== undefined) {
     try {
       const { address } = await lookup(options.host, { family: pending.family });

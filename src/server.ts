@@ -25,14 +25,23 @@ import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
 import type { Conn, ConnOwner, ConnState } from './conn.js';
 import { channels } from './diagnostics.js';
 import { ConnClosedError, IdleTimeoutError, InvalidOptionError, ServerClosedError } from './errors.js';
-import { bindListener, listenerFor, listenerForFd, type PendingListener } from './listen.js';
+import {
+  bindListener,
+  listenerFor,
+  listenerForFd,
+  type PendingListener,
+  releaseSocketFile,
+} from './listen.js';
 import { checkReusePort, type ResolvedOptions } from './options.js';
 import { Shutdown, type ShutdownHost, type ShutdownReport } from './shutdown.js';
 import {
+  kAdoptFd,
   kCancelReason,
   kCtx,
   kEndWhenIdle,
+  kHandOff,
   kLingerTimeout,
+  kListeners,
   kOnHandlerError,
   kOnIdleTimeout,
   kOnLingerTimeout,
@@ -108,7 +117,11 @@ export class Server extends EventEmitter implements ConnOwner {
   #listening: Promise<BoundAddress[]> | undefined;
   /** True while listeners are being bound; a shutdown cannot complete before that ends. */
   #binding = false;
-  #listeners: NetServer[] = [];
+  #listeners: PendingListener[] = [];
+  /** An inherited descriptor to serve instead of binding `address` (an upgrade's new process). */
+  #adoptFd: number | undefined;
+  /** The listeners were handed to another process: closing them must not remove their socket files. */
+  #handedOff = false;
   #bound: BoundAddress[] = [];
   #readyFlag = true;
   #reusePort: boolean;
@@ -280,6 +293,27 @@ export class Server extends EventEmitter implements ConnOwner {
     this.#reusePort = true;
   }
 
+  /** Serves the inherited descriptor `fd` instead of binding (an upgrade's new process). */
+  [kAdoptFd](fd: number): void {
+    if (this.#phase !== 'created' || this.#listening !== undefined) {
+      throw new InvalidOptionError(`server ${this.name} is already listening: it cannot take over fd ${fd}`);
+    }
+    this.#adoptFd = fd;
+  }
+
+  /** Its bound listeners: the `net.Server`s, and the descriptor each was inherited as, if known. */
+  get [kListeners](): ReadonlyArray<{ server: NetServer; fd: number | undefined }> {
+    return this.#listeners.map((l) => ({
+      server: l.server,
+      fd: l.bind !== undefined && 'fd' in l.bind ? l.bind.fd : undefined,
+    }));
+  }
+
+  /** Its listeners now belong to another process too: closing them must leave their socket files. */
+  [kHandOff](): void {
+    this.#handedOff = true;
+  }
+
   // -- What connections report (module-private symbols: not part of the public API) -----------
 
   /**
@@ -371,25 +405,29 @@ export class Server extends EventEmitter implements ConnOwner {
     try {
       for (const listener of this.#pendingListeners()) {
         await bindListener(listener);
-        this.#listeners.push(listener.server);
+        this.#listeners.push(listener);
       }
     } catch (error) {
       this.#binding = false;
-      for (const server of this.#listeners) server.close();
+      for (const listener of this.#listeners) {
+        listener.server.close();
+        releaseSocketFile(listener);
+      }
       this.#listeners = [];
       this.#failServing(error as Error);
       if (this.#phase === 'created') this.#stop({ graceful: 0, forced: 0, durationMs: 0 });
       else this.#shutdown?.finishIfDone();
       throw error;
     }
-    for (const server of this.#listeners) {
+    for (const { server, socketFile } of this.#listeners) {
       server.on('connection', this.#accept.onConnection);
       // Accept errors after binding (EMFILE is handled by libuv; others land here): report, never crash.
       server.on('error', (error) => {
         this.emit('acceptError', error);
         this.#options.logger?.warn({ err: error }, 'accept error');
       });
-      this.#bound.push(toBoundAddress(this.#options.network, server.address()));
+      // A unix socket bound under a temporary name reports that name: report the path it serves.
+      this.#bound.push(toBoundAddress(this.#options.network, socketFile?.path ?? server.address()));
     }
     this.#binding = false;
     if (this.#phase === 'closing') {
@@ -410,6 +448,11 @@ export class Server extends EventEmitter implements ConnOwner {
 
   #pendingListeners(): PendingListener[] {
     const { listener, listen } = this.#options;
+    if (this.#adoptFd !== undefined) {
+      const adopted = listenerForFd(this.#adoptFd);
+      if (listen?.network === 'unix' && !listen.abstract) adopted.unixPath = listen.path;
+      return [adopted];
+    }
     if (listener === undefined) return [listenerFor(listen!, this.#describeAddress(), this.#reusePort)];
     if (listener === 'systemd') return systemdListeners().map(({ fd }) => listenerForFd(fd));
     if ('fd' in listener) return [listenerForFd(listener.fd)];
@@ -432,10 +475,12 @@ export class Server extends EventEmitter implements ConnOwner {
   }
 
   #closeListeners(): void {
-    for (const server of this.#listeners) {
+    for (const listener of this.#listeners) {
+      const { server } = listener;
       server.off('connection', this.#accept.onConnection);
       server.on('connection', (socket: Socket) => this.#reject(socket, 'closing'));
       server.close();
+      if (!this.#handedOff) releaseSocketFile(listener);
     }
   }
 

@@ -1,7 +1,9 @@
 /**
- * Drive a graceful shutdown from process signals, the way Kubernetes, systemd and a terminal do:
- * the first SIGTERM/SIGINT drains (optionally after a close delay during which the server keeps
+ * Drive a graceful shutdown from process signals, the way Kubernetes, systemd, pm2 and a terminal
+ * do: the first SIGTERM/SIGINT drains (optionally after a close delay during which the server keeps
  * serving but reports not-ready), a second one forces the remaining connections closed at once.
+ * Under pm2 it also speaks pm2's side of the IPC channel: `'ready'` once serving, `'shutdown'` as a
+ * signal (docs/pm2.md).
  *
  * @module
  */
@@ -28,6 +30,12 @@ export interface SignalShutdownTarget {
   readonly stopped: Promise<SignalShutdownReport>;
   /** Optional: the `'shutdown'` event tells the effective grace period when `timeout` is not given. */
   once?(event: 'shutdown', listener: (info: { timeout: number }) => void): unknown;
+  /**
+   * Optional: resolves once the target accepts connections on every listener, rejects if it closes
+   * first (a `Server`'s `serving`). The `'ready'` message waits for it, and so does the `'shutdown'`
+   * message listener; without it, both happen at once.
+   */
+  readonly serving?: Promise<unknown>;
 }
 
 /** A pino-compatible logger: `logger.info({ ...fields }, 'message')`. */
@@ -63,6 +71,33 @@ export interface ShutdownOnSignalsOptions {
   logger?: SignalLogger;
   /** Ms between progress lines (open connections, time left) during the drain. 0 disables. Default 1000. */
   progressInterval?: number;
+  /**
+   * Send `'ready'` to the parent process (`process.send('ready')`) once `srv.serving` has resolved,
+   * that is once every listener is bound, unless a shutdown has begun by then. pm2's `wait_ready`
+   * (`--wait-ready`) waits for it: on `pm2 start` before it reports the app online, on `pm2 reload`
+   * before it stops the old process. Default: true when the process runs under pm2 (pm2 sets `pm_id`
+   * in the environment and opens an IPC channel), false otherwise. `true` without an IPC channel
+   * throws `ERR_INVALID_OPTION`.
+   */
+  readyMessage?: boolean;
+  /**
+   * Treat a `'shutdown'` message from the parent process like the first signal (a second message,
+   * or a signal, forces). pm2 sends it instead of SIGINT on `pm2 stop`, `restart` and `delete` when
+   * the app has `shutdown_with_message` (the way to stop an app where signals do not exist, as on
+   * Windows). The listener is added once `srv.serving` has resolved and removed when the target
+   * stops or on `dispose()`, so it never keeps alive a process that would otherwise exit. Default:
+   * true under pm2, false otherwise. `true` without an IPC channel throws `ERR_INVALID_OPTION`.
+   */
+  shutdownMessage?: boolean;
+  /**
+   * Once a shutdown that a signal or a `'shutdown'` message started is over (and `exit` is false),
+   * unref the IPC channel (`process.channel.unref()`): pm2's own `'message'` listener, and
+   * node:cluster's in a cluster worker, would keep the process alive until pm2's SIGKILL at
+   * `kill_timeout`. Unref'd, the process exits as soon as its own work is done, with its own exit
+   * code, and can still send messages until then. Default: true under pm2, false otherwise. `true`
+   * without an IPC channel throws `ERR_INVALID_OPTION`.
+   */
+  unrefChannel?: boolean;
 }
 
 /** What {@link shutdownOnSignals} returns. */
@@ -88,6 +123,9 @@ export const FORCED_EXIT_CODE = 1;
  * - Second signal (any of `signals`): `srv.close({ timeout: 0 })`, which destroys what is left now.
  * - Once the server has stopped: the final report is logged, the listeners are removed, and with
  *   `exit: true` the process exits (0 clean, 1 forced).
+ * - Under pm2 (or when asked, see {@link ShutdownOnSignalsOptions}): `'ready'` to the parent once
+ *   the server serves, its `'shutdown'` message as a signal, and the IPC channel unref'd once a
+ *   shutdown it started is over, so that the process exits by itself.
  *
  * @example
  * ```ts
@@ -114,6 +152,12 @@ export function shutdownOnSignals(
   if (timeout !== undefined) duration('timeout', timeout, true);
   duration('closeDelay', closeDelay, false);
   duration('progressInterval', progressInterval, false);
+  const ipc = typeof process.send === 'function';
+  // pm2 puts its own fields, pm_id among them, in every app's environment.
+  const pm2 = ipc && process.env.pm_id !== undefined;
+  const readyMessage = ipcOption('readyMessage', options.readyMessage, ipc, pm2);
+  const shutdownMessage = ipcOption('shutdownMessage', options.shutdownMessage, ipc, pm2);
+  const unrefChannel = ipcOption('unrefChannel', options.unrefChannel, ipc, pm2);
 
   let phase: 'waiting' | 'draining' | 'closing' | 'forced' = 'waiting';
   let disposed = false;
@@ -158,15 +202,15 @@ export function shutdownOnSignals(
     }
   };
 
-  const first = (signal: NodeJS.Signals): void => {
+  const first = (cause: Trigger): void => {
     signalled = true;
     srv.setReady(false);
     const open = srv.stats().open;
     logger?.info(
-      { signal, open, closeDelay, timeout },
-      `received ${signal}, shutting down gracefully (${open} connection(s) open)`,
+      { ...cause.fields, open, closeDelay, timeout },
+      `received ${cause.name}, shutting down gracefully (${open} connection(s) open)`,
     );
-    logger?.info({ signal }, forceHint(signal));
+    logger?.info(cause.fields, cause.hint);
     if (progressInterval > 0 && logger) {
       progressTimer = setInterval(progress, progressInterval);
       // Progress alone must never keep the process alive.
@@ -187,30 +231,52 @@ export function shutdownOnSignals(
     }
   };
 
-  const force = (signal: NodeJS.Signals): void => {
+  const force = (cause: Trigger): void => {
     phase = 'forced';
     if (drainTimer) clearTimeout(drainTimer);
     drainTimer = undefined;
     logger?.warn(
-      { signal, open: srv.stats().open },
-      `received ${signal} again, forcing the remaining connections closed`,
+      { ...cause.fields, open: srv.stats().open },
+      `received ${cause.name} again, forcing the remaining connections closed`,
     );
     startClose(0);
   };
 
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (phase === 'waiting') first(signal);
-    else if (phase !== 'forced') force(signal);
+  const trigger = (cause: Trigger): void => {
+    if (phase === 'waiting') first(cause);
+    else if (phase !== 'forced') force(cause);
+  };
+  const onSignal = (signal: NodeJS.Signals): void => trigger(signalTrigger(signal));
+  const onMessage = (message: unknown): void => {
+    if (message === 'shutdown') trigger(SHUTDOWN_MESSAGE);
   };
 
   for (const signal of signals) process.on(signal, onSignal);
+  if (readyMessage || shutdownMessage) {
+    // Not before the target serves: a 'message' listener keeps the IPC channel, and so the process,
+    // alive, and a 'ready' before every listener is bound would let pm2 stop the old process early.
+    (srv.serving ?? Promise.resolve()).then(
+      () => {
+        if (disposed) return;
+        if (shutdownMessage) process.on('message', onMessage);
+        if (readyMessage && phase === 'waiting') sendReady(logger);
+      },
+      () => {}, // it closed before serving: nothing to announce, nothing left to stop
+    );
+  }
 
   const dispose = (): void => {
     if (disposed) return;
     disposed = true;
     for (const signal of signals) process.removeListener(signal, onSignal);
+    process.removeListener('message', onMessage);
     if (progressTimer) clearInterval(progressTimer);
     progressTimer = undefined;
+  };
+  // pm2's own 'message' listener (and node:cluster's, in a cluster worker) would hold the process
+  // until pm2's SIGKILL: let it exit once its own work is done, with its own exit code.
+  const releaseChannel = (): void => {
+    if (unrefChannel) process.channel?.unref();
   };
 
   const done = srv.stopped.then(
@@ -222,6 +288,7 @@ export function shutdownOnSignals(
           `shutdown complete: ${report.graceful} graceful, ${report.forced} forced, in ${Math.round(report.durationMs)} ms`,
         );
         if (exit) exitProcess(report.forced === 0 ? 0 : FORCED_EXIT_CODE, logger);
+        else releaseChannel();
       }
       return report;
     },
@@ -230,6 +297,7 @@ export function shutdownOnSignals(
       if (signalled) {
         logger?.error({ err }, 'shutdown failed');
         if (exit) exitProcess(FORCED_EXIT_CODE, logger);
+        else releaseChannel();
       }
       throw err;
     },
@@ -240,8 +308,45 @@ export function shutdownOnSignals(
   return { done, dispose };
 }
 
-function forceHint(signal: NodeJS.Signals): string {
-  return signal === 'SIGINT' ? 'Press Ctrl-C again to force' : `Send ${signal} again to force`;
+/** What started (or forces) a shutdown: its name in log lines, its log fields, and how to force. */
+interface Trigger {
+  name: string;
+  fields: object;
+  hint: string;
+}
+
+function signalTrigger(signal: NodeJS.Signals): Trigger {
+  const hint = signal === 'SIGINT' ? 'Press Ctrl-C again to force' : `Send ${signal} again to force`;
+  return { name: signal, fields: { signal }, hint };
+}
+
+// `ipcMessage`, not `message`: some loggers take a `message` field as the log line's text.
+const SHUTDOWN_MESSAGE: Trigger = {
+  name: "the 'shutdown' message",
+  fields: { ipcMessage: 'shutdown' },
+  hint: "Send 'shutdown' again to force",
+};
+
+/** An IPC option: its default under pm2 (`auto`); `true` needs the channel it works over. */
+function ipcOption(name: string, value: boolean | undefined, ipc: boolean, auto: boolean): boolean {
+  if (value === undefined) return auto;
+  if (typeof value !== 'boolean') throw new InvalidOptionError(`${name} must be a boolean`);
+  if (value && !ipc) {
+    throw new InvalidOptionError(
+      `${name}: true needs an IPC channel to the parent process (process.send), and this process has none`,
+    );
+  }
+  return value;
+}
+
+function sendReady(logger: SignalLogger | undefined): void {
+  // A parent already gone: without a callback, process.send would emit 'error' on process, which
+  // nobody handles. (pm2 wraps process.send to drop messages once disconnected.)
+  if (!process.connected) return;
+  process.send?.('ready', undefined, {}, (err) => {
+    if (err) logger?.warn({ err }, "could not send 'ready' to the parent process");
+  });
+  logger?.info({}, "serving: sent 'ready' to the parent process");
 }
 
 function seconds(ms: number): string {

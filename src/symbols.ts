@@ -33,3 +33,9 @@ export const kOnHandlerError = Symbol('tcpserver.onHandlerError');
 export const kLingerTimeout = Symbol('tcpserver.lingerTimeout');
 /** `Server`: bind with `reusePort` (a supervisor in reusePort mode asks it of its workers' servers). */
 export const kReusePort = Symbol('tcpserver.reusePort');
+/** `Server`: serve an inherited descriptor instead of binding (an upgrade's new process). */
+export const kAdoptFd = Symbol('tcpserver.adoptFd');
+/** `Server`: its bound listeners and their descriptors, for an upgrade to hand over. */
+export const kListeners = Symbol('tcpserver.listeners');
+/** `Server`: its listeners were handed over; closing them leaves their socket files. */
+export const kHandOff = Symbol('tcpserver.handOff');

@@ -1,0 +1,362 @@
+/**
+ * `tcpserver/upgrade`: replace a running process with a new copy of itself without closing its
+ * listening sockets (cloudflare/tableflip's model), so no connection attempt is refused and none
+ * waiting in the accept queue is lost. docs/scaling.md compares it with the other ways.
+ *
+ * An upgrade, step by step:
+ *
+ * 1. The serving process (SIGHUP, or `upgrade()`) finds the descriptor of each listener and
+ *    starts a new copy of itself with them as descriptors 3, 4, ... described the way systemd's
+ *    socket activation does (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`: each server's `name`),
+ *    plus one pipe to say "ready" on.
+ * 2. The new process takes each descriptor for the server of that name (through the same path as
+ *    systemd activation), listens, writes the PID file, and says ready.
+ * 3. Only then does the old process stop accepting: its servers' own graceful shutdown, with
+ *    their deadline, leaving unix socket files in place for the new owner.
+ *
+ * A new process that exits, or is not ready within `readyTimeout`, is killed; the old one keeps
+ * serving and the upgrade rejects with the reason. One upgrade at a time. An old process still
+ * draining never delays the next upgrade: its connections have their shutdown deadline.
+ *
+ * @module
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { closeSync, writeSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { BoundAddress } from './address.js';
+import {
+  InvalidOptionError,
+  RestartFailedError,
+  RestartInProgressError,
+  ServerClosedError,
+} from './errors.js';
+import type { Logger } from './options.js';
+import { removePidFile, writePidFile } from './pid-file.js';
+import { listeningInodes, socketFds } from './proc-fds.js';
+import type { Server } from './server.js';
+import { kAdoptFd, kHandOff, kListeners } from './symbols.js';
+import { SD_LISTEN_FDS_START, systemdListeners } from './systemd.js';
+import { describeValue, duration } from './timers.js';
+
+/** The descriptor the new process says "ready" on. */
+export const ENV_READY_FD = 'TCPSERVER_UPGRADE_READY_FD';
+/** The generation of the new process: 0 for the first one, +1 per upgrade. */
+export const ENV_GENERATION = 'TCPSERVER_UPGRADE_GENERATION';
+
+/** Options of {@link upgrader}. */
+export interface UpgraderOptions {
+  /** Keep the serving process's pid in this file (written atomically by whichever process serves). */
+  pidFile?: string;
+  /** Ms the new process gets to be ready before it is killed. Default 30 000. */
+  readyTimeout?: number;
+  /** Grace period of the old process's connections; default: each server's own `shutdownTimeout`. */
+  drainTimeout?: number;
+  /** The signal that starts an upgrade, or `null` for none. Default `'SIGHUP'`. */
+  signal?: NodeJS.Signals | null;
+  /** What to start. Default: this process again (`process.execPath`, `process.execArgv`, `process.argv`). */
+  command?: string;
+  args?: string[];
+  /** Structured logging, pino-compatible. */
+  logger?: Logger;
+}
+
+/** What an upgrade did. */
+export interface UpgradeReport {
+  /** The new process. */
+  pid: number;
+  generation: number;
+  /** Listeners handed over. */
+  listeners: number;
+  /** From the request to the new process being ready, in ms. */
+  readyMs: number;
+}
+
+/**
+ * One process's part in upgrades: take the listeners an older process handed over (or bind new
+ * ones), say ready, and hand them on at the next upgrade.
+ *
+ * Events: `'upgrade'` (UpgradeReport), `'upgradeFailed'` (error).
+ */
+export class Upgrader extends EventEmitter {
+  /** 0 for a process that bound its own listeners, +1 for each upgrade since. */
+  readonly generation: number;
+  /** True when this process took over listeners (from an upgrade, or systemd). */
+  readonly inherited: boolean;
+  readonly #o: Required<Pick<UpgraderOptions, 'readyTimeout'>> & UpgraderOptions;
+  readonly #inheritedFds: Map<string, number>;
+  readonly #readyFd: number | undefined;
+  #servers: readonly Server[] = [];
+  #state: 'created' | 'listening' | 'ready' | 'replaced' | 'stopped' = 'created';
+  #upgrading: Promise<UpgradeReport> | undefined;
+  #child: ChildProcess | undefined;
+  readonly #onSignal = (): void => {
+    this.upgrade().catch(() => {}); // reported by upgrade() itself
+  };
+
+  /** @internal Use {@link upgrader}. */
+  constructor(options: UpgraderOptions = {}, env: NodeJS.ProcessEnv = process.env) {
+    super();
+    if (options.pidFile !== undefined && (typeof options.pidFile !== 'string' || options.pidFile === '')) {
+      throw new InvalidOptionError(`pidFile must be a file path, got ${describeValue(options.pidFile)}`);
+    }
+    const signal = options.signal === undefined ? 'SIGHUP' : options.signal;
+    if (signal !== null && (typeof signal !== 'string' || !signal.startsWith('SIG'))) {
+      throw new InvalidOptionError(`signal must be a signal name or null, got ${describeValue(signal)}`);
+    }
+    this.#o = {
+      ...options,
+      signal,
+      readyTimeout: duration('readyTimeout', options.readyTimeout ?? 30_000, false),
+    };
+    if (options.drainTimeout !== undefined) duration('drainTimeout', options.drainTimeout, true);
+    if (process.platform !== 'linux') {
+      throw new InvalidOptionError(`tcpserver/upgrade needs Linux (/proc), not ${process.platform}`);
+    }
+    // Listeners handed over (or passed by systemd): read them the systemd way, then forget the
+    // variables so that nothing this process starts mistakes them for its own.
+    this.#inheritedFds = new Map();
+    if (env.LISTEN_FDS !== undefined) {
+      for (const { fd, name } of systemdListeners(env)) this.#inheritedFds.set(name ?? `fd${fd}`, fd);
+    }
+    const readyFd = env[ENV_READY_FD];
+    this.#readyFd = readyFd === undefined ? undefined : Number(readyFd);
+    this.generation = Number(env[ENV_GENERATION] ?? 0);
+    this.inherited = this.#inheritedFds.size > 0;
+    for (const name of ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', ENV_READY_FD, ENV_GENERATION]) {
+      delete env[name];
+    }
+  }
+
+  /**
+   * Listens on every server: one whose `name` matches a descriptor handed over takes it, the
+   * others bind their address. Descriptors no server takes are closed. Server names must be
+   * unique, without `:`, and each server has one listener (an address, or one descriptor).
+   */
+  async listen(servers: Server | readonly Server[]): Promise<BoundAddress[][]> {
+    if (this.#state !== 'created') throw new InvalidOptionError('upgrader.listen() was already called');
+    const list: readonly Server[] = Array.isArray(servers) ? servers : [servers as Server];
+    const names = new Set<string>();
+    for (const srv of list) {
+      if (srv.name.includes(':') || names.has(srv.name)) {
+        throw new InvalidOptionError(
+          `server name ${JSON.stringify(srv.name)} must be unique and without ":" (it names the listener in LISTEN_FDNAMES)`,
+        );
+      }
+      names.add(srv.name);
+    }
+    this.#servers = list;
+    for (const srv of list) {
+      const fd = this.#inheritedFds.get(srv.name);
+      if (fd !== undefined) {
+        srv[kAdoptFd](fd);
+        this.#inheritedFds.delete(srv.name);
+      }
+    }
+    for (const [name, fd] of this.#inheritedFds) {
+      this.#o.logger?.warn(
+        { name, fd },
+        `no server is named ${name}: closing the listener handed over as fd ${fd}`,
+      );
+      closeSync(fd);
+    }
+    this.#inheritedFds.clear();
+    const bound = await Promise.all(list.map((srv) => srv.listen()));
+    for (const srv of list) {
+      if (srv[kListeners].length !== 1) {
+        throw new InvalidOptionError(
+          `server ${srv.name} has ${srv[kListeners].length} listeners: an upgrade hands over one per server`,
+        );
+      }
+    }
+    this.#state = 'listening';
+    // A shutdown of this process (SIGTERM) while a new one starts: the new one is not wanted.
+    for (const srv of list) srv.once('shutdown', () => this.#abandon());
+    void Promise.all(list.map((srv) => srv.stopped)).then(() => this.#stopped());
+    return bound;
+  }
+
+  /**
+   * Says this process serves: writes the PID file, tells the process that started it (which then
+   * stops accepting and drains), and from now on upgrades on `signal`. If that process is gone
+   * already, this one goes on serving alone.
+   */
+  async ready(): Promise<void> {
+    if (this.#state !== 'listening')
+      throw new InvalidOptionError('upgrader.ready() needs listen() first, once');
+    this.#state = 'ready';
+    if (this.#o.pidFile !== undefined) await writePidFile(this.#o.pidFile);
+    if (this.#readyFd !== undefined) {
+      try {
+        writeSync(this.#readyFd, `ready ${process.pid}\n`);
+      } catch (error) {
+        this.#o.logger?.warn({ err: error }, 'the process that started this one is gone: serving on alone');
+      }
+      closeSync(this.#readyFd);
+    }
+    if (this.#o.signal) process.on(this.#o.signal, this.#onSignal);
+    this.#o.logger?.info(
+      { generation: this.generation, pid: process.pid },
+      `serving as generation ${this.generation}`,
+    );
+  }
+
+  /**
+   * Starts the new process, hands it the listeners, and resolves once it is ready and this process
+   * has begun its graceful shutdown. Rejects with {@link RestartInProgressError} while another
+   * upgrade runs, {@link RestartFailedError} when the new process exits or is not ready in time
+   * (it is killed; this process keeps serving), `ServerClosedError` once this process is closing.
+   */
+  upgrade(): Promise<UpgradeReport> {
+    let refusal: Error | undefined;
+    if (this.#upgrading !== undefined) refusal = new RestartInProgressError('an upgrade');
+    else if (this.#state !== 'ready' || this.#servers.some((srv) => !srv.isServing)) {
+      refusal = new ServerClosedError(
+        `cannot upgrade: this process is ${this.#state === 'ready' ? 'closing' : this.#state}`,
+      );
+    }
+    if (refusal !== undefined) {
+      this.#o.logger?.warn({ err: refusal }, `upgrade refused: ${refusal.message}`);
+      return Promise.reject(refusal);
+    }
+    const run = this.#upgrade();
+    this.#upgrading = run;
+    run.then(
+      (report) => this.emit('upgrade', report),
+      (error: Error) => {
+        this.#upgrading = undefined;
+        this.#o.logger?.error({ err: error }, error.message);
+        this.emit('upgradeFailed', error);
+      },
+    );
+    return run;
+  }
+
+  async #upgrade(): Promise<UpgradeReport> {
+    const began = performance.now();
+    const fds = this.#servers.map((srv) => listenerFd(srv));
+    const generation = this.generation + 1;
+    const readyFd = SD_LISTEN_FDS_START + fds.length;
+    const command = this.#o.command ?? process.execPath;
+    const args = this.#o.args ?? [...process.execArgv, ...process.argv.slice(1)];
+    this.#o.logger?.info({ generation, fds }, `upgrading: starting generation ${generation}`);
+    // `LISTEN_PID` must name the new process, whose pid is known only once it runs: a shell sets
+    // it to its own pid, then execs the program in its place (same pid, same descriptors).
+    const child = spawn(
+      '/bin/sh',
+      ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', 'sh', command, ...args],
+      {
+        stdio: ['inherit', 'inherit', 'inherit', ...fds, 'pipe'],
+        env: {
+          ...process.env,
+          LISTEN_FDS: String(fds.length),
+          LISTEN_FDNAMES: this.#servers.map((srv) => srv.name).join(':'),
+          [ENV_READY_FD]: String(readyFd),
+          [ENV_GENERATION]: String(generation),
+        },
+      },
+    );
+    this.#child = child;
+    const pipe = child.stdio[readyFd] as Readable;
+    try {
+      await this.#awaitReady(child, pipe);
+    } catch (error) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      pipe.destroy();
+      this.#child = undefined;
+      throw new RestartFailedError(
+        `upgrade to generation ${generation} failed: the new process (pid ${child.pid}) ${(error as Error).message}; this process keeps serving`,
+      );
+    }
+    pipe.destroy();
+    child.unref();
+    this.#child = undefined;
+    const report: UpgradeReport = {
+      pid: child.pid!,
+      generation,
+      listeners: fds.length,
+      readyMs: performance.now() - began,
+    };
+    this.#o.logger?.info(
+      { ...report },
+      `upgraded: generation ${generation} (pid ${child.pid}) is ready; this process stops accepting and drains`,
+    );
+    this.#state = 'replaced';
+    if (this.#o.signal) process.off(this.#o.signal, this.#onSignal);
+    for (const srv of this.#servers) {
+      srv[kHandOff]();
+      const { drainTimeout } = this.#o;
+      srv.close(drainTimeout === undefined ? {} : { timeout: drainTimeout }).catch(() => {});
+    }
+    return report;
+  }
+
+  #awaitReady(child: ChildProcess, pipe: Readable): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let text = '';
+      const timer = setTimeout(
+        () => done(new Error(`was not ready within readyTimeout (${this.#o.readyTimeout} ms): killed`)),
+        this.#o.readyTimeout,
+      );
+      const onData = (chunk: Buffer): void => {
+        text += chunk.toString('latin1');
+        if (/^ready \d+\n/.test(text)) done(undefined);
+      };
+      const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+        done(new Error(`exited before it was ready (${signal ? `signal ${signal}` : `code ${code}`})`));
+      const onError = (error: Error): void => done(new Error(`could not start: ${error.message}`));
+      const done = (error: Error | undefined): void => {
+        clearTimeout(timer);
+        pipe.off('data', onData);
+        child.off('exit', onExit);
+        child.off('error', onError);
+        if (error) reject(error);
+        else resolve();
+      };
+      pipe.on('data', onData);
+      pipe.on('error', () => {}); // the child's exit says what happened
+      child.once('exit', onExit);
+      child.once('error', onError);
+    });
+  }
+
+  /** This process is shutting down: a new process still starting is not wanted. */
+  #abandon(): void {
+    if (this.#child !== undefined && this.#state !== 'replaced') {
+      this.#o.logger?.warn(
+        { pid: this.#child.pid },
+        'shutting down during an upgrade: killing the new process',
+      );
+      this.#child.kill('SIGKILL');
+    }
+  }
+
+  #stopped(): void {
+    if (this.#o.signal) process.off(this.#o.signal, this.#onSignal);
+    if (this.#state !== 'replaced' && this.#o.pidFile !== undefined) void removePidFile(this.#o.pidFile);
+    this.#state = 'stopped';
+  }
+}
+
+/** Creates the upgrader of this process; see {@link Upgrader}. */
+export function upgrader(options: UpgraderOptions = {}): Upgrader {
+  return new Upgrader(options);
+}
+
+/** The descriptor number of a server's one listener: inherited (known), or found in `/proc`. */
+function listenerFd(srv: Server): number {
+  const [listener] = srv[kListeners];
+  if (listener === undefined) throw new ServerClosedError(`server ${srv.name} has no listener to hand over`);
+  if (listener.fd !== undefined) return listener.fd;
+  const address = listener.server.address() as AddressInfo | string | null;
+  if (address === null) throw new ServerClosedError(`server ${srv.name} is not listening`);
+  const ours = socketFds();
+  const fds = [...new Set(listeningInodes(address).flatMap((inode) => ours.get(inode) ?? []))];
+  if (fds.length !== 1) {
+    throw new RestartFailedError(
+      `cannot find the descriptor of server ${srv.name}'s listener (${fds.length} candidates in /proc/self/fd)`,
+    );
+  }
+  return fds[0]!;
+}
