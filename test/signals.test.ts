@@ -1,8 +1,11 @@
 /**
  * shutdownOnSignals with real signals: most tests send them to a real child process
  * (test/fixtures/ops-signal-server.ts) and check its exit code, its sockets and its JSON log lines.
+ * Its pm2 side (the 'ready' and 'shutdown' messages, the IPC channel let go) runs in a child with an
+ * IPC channel (test/fixtures/pm2-ipc-server.ts), started the way pm2 starts an app.
  */
 import assert from 'node:assert/strict';
+import type { StdioOptions } from 'node:child_process';
 import { once } from 'node:events';
 import type net from 'node:net';
 import { describe, it } from 'node:test';
@@ -183,6 +186,11 @@ describe('shutdownOnSignals in process', () => {
         { timeout: Number.NaN },
         { signals: [] },
         { progressInterval: -5 },
+        // This process has no IPC channel: there is nobody to tell 'ready', nobody to send 'shutdown'.
+        { readyMessage: true },
+        { shutdownMessage: true },
+        { unrefChannel: true },
+        { readyMessage: 'yes' as unknown as boolean },
       ]) {
         assert.throws(() => shutdownOnSignals(srv, bad), InvalidOptionError, JSON.stringify(bad));
       }
@@ -229,5 +237,165 @@ describe('shutdownOnSignals in process', () => {
     assert.deepEqual(events, ['ready:false', 'shutdown']);
     assert.equal(report.forced, 0);
     assert.equal(process.listenerCount('SIGUSR2'), base);
+  });
+});
+
+const IPC_FIXTURE = 'pm2-ipc-server.ts';
+/** What pm2 puts in an app's environment that tells it apart (with the IPC channel). */
+const UNDER_PM2 = { pm_id: '0' };
+const WITH_IPC: { stdio: StdioOptions } = { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] };
+
+type FixtureMessage = { fixture: string; [key: string]: unknown };
+
+/** Every message the child sent over its IPC channel, in order; `next` waits for a fixture one. */
+function inbox(child: Child): { messages: unknown[]; next(name: string): Promise<FixtureMessage> } {
+  const messages: unknown[] = [];
+  const waiters: Array<{ name: string; resolve: (m: FixtureMessage) => void }> = [];
+  child.proc.on('message', (m: unknown) => {
+    messages.push(m);
+    for (const w of waiters.filter((w) => w.name === (m as FixtureMessage).fixture)) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(m as FixtureMessage);
+    }
+  });
+  const next = (name: string): Promise<FixtureMessage> => {
+    const seen = messages.find((m) => (m as FixtureMessage).fixture === name);
+    if (seen) return Promise.resolve(seen as FixtureMessage);
+    return new Promise((resolve, reject) => {
+      waiters.push({ name, resolve });
+      void child.exited.then(({ code, signal }) =>
+        reject(new Error(`child exited (code ${code}, signal ${signal}) before '${name}':\n${child.output}`)),
+      );
+    });
+  };
+  return { messages, next };
+}
+
+/** The 'message' listener counts the fixture reports once shutdownOnSignals is installed. */
+async function installed(box: ReturnType<typeof inbox>): Promise<{ before: number; now: number }> {
+  return (await box.next('installed')).listeners as { before: number; now: number };
+}
+
+/** The messages, with the fixture's own shown by name: `['installed', 'listening', 'ready', ...]`. */
+function names(messages: readonly unknown[]): string[] {
+  return messages.map((m) => (typeof m === 'string' ? m : String((m as FixtureMessage).fixture)));
+}
+
+function ipcChild(
+  t: { after(fn: () => void): void },
+  env: NodeJS.ProcessEnv,
+): { child: Child; box: ReturnType<typeof inbox> } {
+  const child = Child.fixture(IPC_FIXTURE, env, WITH_IPC);
+  t.after(() => child.cleanup());
+  return { child, box: inbox(child) };
+}
+
+describe('shutdownOnSignals under pm2 (a child with an IPC channel)', { timeout: 60_000 }, () => {
+  it("sends 'ready' to the parent once the server serves, not before", { timeout: 20_000 }, async (t) => {
+    const { child, box } = ipcChild(t, { ...UNDER_PM2, EXIT: '1' });
+    const settled = await box.next('settled');
+    // The server's 'listening' event fires once every listener is bound, and before `serving` resolves.
+    assert.deepEqual(names(box.messages), ['installed', 'listening', 'ready', 'settled']);
+    await child.waitFor("serving: sent 'ready' to the parent process");
+    const { port } = await box.next('listening');
+    const sock = await connect(port as number);
+    t.after(() => sock.destroy());
+    await echo(sock, 'served');
+    sock.end();
+    child.kill('SIGINT');
+    assert.equal((await child.exited).code, 0, child.output);
+    assert.equal(settled.listeners, (await installed(box)).before + 1, "the 'shutdown' listener");
+  });
+
+  it("sends no 'ready' outside pm2 unless asked, nor under pm2 when told not to", {
+    timeout: 20_000,
+  }, async (t) => {
+    const runs = [
+      { env: {}, ready: false },
+      { env: { READY_MESSAGE: '1' }, ready: true },
+      { env: { ...UNDER_PM2, READY_MESSAGE: '0' }, ready: false },
+    ];
+    for (const run of runs) {
+      const { child, box } = ipcChild(t, { ...run.env, EXIT: '1' });
+      await box.next('settled');
+      const want = run.ready
+        ? ['installed', 'listening', 'ready', 'settled']
+        : ['installed', 'listening', 'settled'];
+      // 'settled' follows every callback of `serving`: a 'ready' would have come before it.
+      assert.deepEqual(names(box.messages), want, JSON.stringify(run.env));
+      child.kill('SIGTERM');
+      assert.equal((await child.exited).code, 0, child.output);
+    }
+  });
+
+  it("drains on pm2's 'shutdown' message, then lets the IPC channel go: the process exits by itself", {
+    timeout: 20_000,
+  }, async (t) => {
+    // APP_LISTENER: a 'message' listener of the app's own, as pm2's container has, keeps the
+    // channel referenced: only the unref lets the process exit without exit: true.
+    const { child, box } = ipcChild(t, { ...UNDER_PM2, APP_LISTENER: '1' });
+    const { port } = await box.next('listening');
+    const listeners = await installed(box);
+    assert.equal(listeners.now, listeners.before, 'no listener before the server serves');
+    assert.equal((await box.next('settled')).listeners, listeners.before + 1);
+    const sock = await connect(port as number);
+    t.after(() => sock.destroy());
+    await echo(sock, 'hello');
+    const received = collect(sock); // rejects on a reset: the close must be a FIN
+    child.proc.send('shutdown');
+    assert.equal((await received).length, 0);
+    const start = await child.waitFor(/^received the 'shutdown' message, shutting down gracefully/);
+    assert.equal(start.open, 1);
+    assert.equal(start.ipcMessage, 'shutdown');
+    await child.waitFor("Send 'shutdown' again to force");
+    const done = await box.next('done');
+    assert.equal(done.listeners, listeners.before, "the 'shutdown' listener is gone once the server stopped");
+    assert.deepEqual(
+      [(done.report as { graceful: number }).graceful, (done.report as { forced: number }).forced],
+      [1, 0],
+    );
+    // 42: the fixture's own code once `done` resolved; the channel no longer held the process.
+    assert.equal((await child.exited).code, 42, child.output);
+  });
+
+  it("a second 'shutdown' message forces a busy connection at once", { timeout: 20_000 }, async (t) => {
+    const { child, box } = ipcChild(t, { ...UNDER_PM2, EXIT: '1' });
+    const { port } = await box.next('listening');
+    await box.next('settled');
+    const sock = await connect(port as number);
+    t.after(() => sock.destroy());
+    sock.write('busy\n');
+    assert.equal((await readBytes(sock, 8)).toString(), 'working\n');
+    const closed = closeOf(sock);
+    child.proc.send('shutdown');
+    await child.waitFor("Send 'shutdown' again to force");
+    child.proc.send('shutdown');
+    assert.equal((await child.exited).code, 1, child.output);
+    await closed;
+    await child.waitFor(/^received the 'shutdown' message again, forcing/);
+    const report = finalReport(child);
+    assert.deepEqual([report.graceful, report.forced], [0, 1]);
+  });
+
+  it("dispose() removes the 'shutdown' listener", { timeout: 20_000 }, async (t) => {
+    const { child, box } = ipcChild(t, { ...UNDER_PM2, DISPOSE: '1' });
+    const { before } = await installed(box);
+    assert.equal((await box.next('settled')).listeners, before + 1);
+    assert.equal((await box.next('disposed')).listeners, before);
+    child.kill('SIGKILL'); // disposed: no signal listener is left to drain it
+    await child.exited;
+  });
+
+  it('never keeps alive a process that would otherwise exit', { timeout: 20_000 }, async (t) => {
+    // The server stops by itself (no signal): the listener goes with it, and the process exits.
+    const closing = ipcChild(t, { SHUTDOWN_MESSAGE: '1', CLOSE: '1' });
+    assert.equal((await closing.box.next('done')).listeners, (await installed(closing.box)).before);
+    assert.equal((await closing.child.exited).code, 42, closing.child.output);
+    // A server that never serves: no listener is ever added, and nothing else holds the process.
+    const idle = ipcChild(t, { SHUTDOWN_MESSAGE: '1', READY_MESSAGE: '1', LISTEN: '0' });
+    const { before, now } = await installed(idle.box);
+    assert.equal(now, before);
+    assert.equal((await idle.child.exited).code, 0, idle.child.output);
+    assert.deepEqual(names(idle.box.messages), ['installed']);
   });
 });
