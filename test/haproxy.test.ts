@@ -18,10 +18,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   assertTools,
   Backend,
+  cleanupsAfter,
   freePorts,
   HAPROXY,
   Haproxy,
@@ -60,16 +61,7 @@ function sessionLogs(lines: readonly string[]): SessionLog[] {
 }
 
 describe('behind a real HAProxy (PROXY v2, /readyz checks)', () => {
-  const cleanups: Array<() => Promise<void> | void> = [];
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) {
-      try {
-        await cleanup();
-      } catch (err) {
-        console.error('cleanup failed:', err);
-      }
-    }
-  });
+  const cleanup = cleanupsAfter();
 
   test('a rolling restart of 3 backends loses no request, and each saw the real client addresses', {
     skip: skipWithout(HAPROXY),
@@ -81,7 +73,7 @@ describe('behind a real HAProxy (PROXY v2, /readyz checks)', () => {
 
     // ---- three backends, then HAProxy in front of them ----
     const dir = mkdtempSync(join(tmpdir(), 'tcpserver-haproxy-e2e-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    cleanup(() => rmSync(dir, { recursive: true, force: true }));
     const [front, ...ports] = await freePorts(7);
     const backends = [0, 1, 2].map(
       (i) =>
@@ -92,7 +84,7 @@ describe('behind a real HAProxy (PROXY v2, /readyz checks)', () => {
           SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
         }),
     );
-    cleanups.push(async () => {
+    cleanup(async () => {
       await Promise.all(backends.flatMap((b) => b.runs.map((r) => r.kill())));
     });
     await Promise.all(backends.map((b) => b.start(15_000)));
@@ -101,12 +93,12 @@ describe('behind a real HAProxy (PROXY v2, /readyz checks)', () => {
       haproxyConfig(front!, socket, backends, { interMs: INTER_MS, fall: FALL }),
     );
     const statsSocket = haproxy.statsSocket;
-    cleanups.push(() => haproxy.stop());
+    cleanup(() => haproxy.stop());
     for (const b of backends) await haproxy.up(BACKEND, b.name, 10_000);
 
     // ---- the clients ----
     const load = startLoad({ connect: () => RespConnection.open(front!), target: 'haproxy' });
-    cleanups.push(() => load.abort()); // after a failure too: the clients stop, and their sockets go
+    cleanup(() => load.abort()); // after a failure too: the clients stop, and their sockets go
 
     // ---- the rolling restart ----
     await sleep(500);

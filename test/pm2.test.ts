@@ -15,9 +15,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   assertTools,
+  cleanupsAfter,
   freePorts,
   HAPROXY,
   Haproxy,
@@ -32,16 +33,7 @@ import { startLoad } from './fixtures/rr-load.js';
 const BACKEND = 'echo_servers';
 
 describe('under pm2 cluster mode (docs/pm2.md)', () => {
-  const cleanups: Array<() => Promise<void> | void> = [];
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) {
-      try {
-        await cleanup();
-      } catch (err) {
-        console.error('cleanup failed:', err);
-      }
-    }
-  });
+  const cleanup = cleanupsAfter();
 
   /** A temporary directory and the app in it, both gone after the tests (the daemon first). */
   const setUp = (
@@ -50,9 +42,9 @@ describe('under pm2 cluster mode (docs/pm2.md)', () => {
     env: Record<string, string> = {},
   ): { dir: string; app: Pm2App } => {
     const dir = mkdtempSync(join(tmpdir(), `tcpserver-pm2-${label}-`));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    cleanup(() => rmSync(dir, { recursive: true, force: true }));
     const app = new Pm2App(dir, port, env);
-    cleanups.push(() => app.kill());
+    cleanup(() => app.kill());
     return { dir, app };
   };
 
@@ -66,7 +58,7 @@ describe('under pm2 cluster mode (docs/pm2.md)', () => {
     const { app } = setUp('direct', port!);
     await app.start();
     const load = startLoad({ connect: () => RespConnection.open(port!), target: 'the pm2 cluster port' });
-    cleanups.push(() => load.abort());
+    cleanup(() => load.abort());
     const { report, reloadMs, openAtSigint } = await reloadUnderLoad(app, load);
 
     console.log(
@@ -91,11 +83,11 @@ describe('under pm2 cluster mode (docs/pm2.md)', () => {
     });
     await app.start();
     const haproxy = new Haproxy(dir, (socket) => haproxySinglePortConfig(front!, socket, port!));
-    cleanups.push(() => haproxy.stop());
+    cleanup(() => haproxy.stop());
     // One server, not checked: HAProxy says `no check` once it runs.
     await haproxy.status(BACKEND, 'app1', 'no check', 10_000);
     const load = startLoad({ connect: () => RespConnection.open(front!), target: 'haproxy' });
-    cleanups.push(() => load.abort());
+    cleanup(() => load.abort());
     const { report, reloadMs, openAtSigint, seen } = await reloadUnderLoad(app, load);
     const stat = (await serverStats(haproxy.statsSocket, BACKEND)).get('app1');
     assert.ok(stat, 'HAProxy has stats for app1');
