@@ -27,10 +27,12 @@ import type { ProxyHeader } from './proxy-protocol.js';
 import {
   kCancel,
   kCtx,
+  kEndAfterFirstRequest,
   kEndNowIfIdle,
   kEndWhenIdle,
   kForce,
   kForced,
+  kFresh,
   kLingerTimeout,
   kOnHandlerError,
   kOnIdleTimeout,
@@ -186,6 +188,10 @@ const READ_ITER = 1 << 10;
 const READ_FRAME = 1 << 11;
 /** Spread closing: this idle connection's moment to end has come (see `kEndNowIfIdle`). */
 const END_NOW = 1 << 12;
+/** The peer has sent at least one byte (after any PROXY header and TLS handshake). */
+const RECEIVED = 1 << 13;
+/** Shutdown: no byte came yet; the first one makes this connection end at its next idle moment. */
+const AWAIT_FIRST = 1 << 14;
 
 type Listener = (this: ConnSocket) => void;
 let onData: (this: ConnSocket, chunk: Buffer) => void;
@@ -553,6 +559,24 @@ export class Conn implements AsyncIterable<Buffer> {
     if (first || !spread) this.#maybeIdle();
   }
 
+  /** True while the peer has sent nothing yet (the connection is past the accept pipeline). */
+  get [kFresh](): boolean {
+    return this.#state !== 'new' && (this.#flags & RECEIVED) === 0;
+  }
+
+  /**
+   * Shutdown of a connection that has sent nothing yet: like `kEndWhenIdle` with a moment still
+   * to come, except that its first bytes make it end as soon as they are answered. A request that
+   * raced the listener's close is served, not dropped (Go's net/http does the same for new
+   * connections). Its moment (`kEndNowIfIdle`) is the end of the grace.
+   */
+  [kEndAfterFirstRequest](reason: Error): void {
+    this[kCtx][kCancel](reason);
+    if ((this.#flags & ENDING) !== 0) return;
+    this.#flags |= ENDING | IN_FLIGHT | AWAIT_FIRST;
+    this.#maybeIdle();
+  }
+
   /** Spread closing: this connection's moment has come; it ends now if idle, else when it goes idle. */
   [kEndNowIfIdle](): void {
     if ((this.#flags & END_NOW) !== 0) return;
@@ -822,7 +846,11 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #onData(chunk: Buffer): void {
-    if ((this.#flags & HANDLER_DONE) !== 0) return; // nobody will read it: discard while the connection closes
+    const flags = this.#flags;
+    if ((flags & HANDLER_DONE) !== 0) return; // nobody will read it: discard while the connection closes
+    // A shutdown waiting for this connection's first request: it ends once that is answered.
+    this.#flags =
+      (flags & AWAIT_FIRST) === 0 ? flags | RECEIVED : (flags & ~AWAIT_FIRST) | RECEIVED | END_NOW;
     if (this.#readResolve !== undefined) {
       // Hand the chunk over before announcing the state: a listener may start a shutdown.
       this.#settleRead(chunk);

@@ -32,6 +32,7 @@ export { healthServer } from './health.js';
 export type { Handler, ListenerOption, Logger, Option, ServerOptions } from './options.js';
 export {
   address,
+  firstRequestGrace,
   handler,
   handshakeTimeout,
   idleTimeout,

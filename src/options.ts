@@ -66,6 +66,13 @@ export interface ServerOptions {
    */
   shutdownSpread?: number;
   /**
+   * At shutdown, a connection that has not sent a byte yet gets this many ms for its first
+   * request (which may have been on its way as the listener closed) before it is ended; the
+   * request is answered, then the connection ends. Go's net/http gives new connections 5 s.
+   * Capped at 90% of the shutdown deadline. Default 1000; `0` ends them at once.
+   */
+  firstRequestGrace?: number;
+  /**
    * After our FIN is flushed, how many ms the peer gets to close its side before the socket is
    * dropped (nginx's `lingering_timeout`). Default 2000; `Infinity` waits as long as the peer does.
    */
@@ -106,6 +113,7 @@ export interface ResolvedOptions {
   proxyProtocol: ResolvedProxyOptions | undefined;
   shutdownTimeout: number;
   shutdownSpread: number;
+  firstRequestGrace: number;
   lingerTimeout: number;
   random: Random;
   reusePort: boolean;
@@ -175,6 +183,11 @@ export const shutdownSpread =
   (ms: number): Option =>
   (o) =>
     void (o.shutdownSpread = ms);
+/** Sets {@link ServerOptions.firstRequestGrace}. */
+export const firstRequestGrace =
+  (ms: number): Option =>
+  (o) =>
+    void (o.firstRequestGrace = ms);
 /** Sets {@link ServerOptions.lingerTimeout}. */
 export const lingerTimeout =
   (ms: number): Option =>
@@ -267,6 +280,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
       options.proxyProtocol === undefined ? undefined : resolveProxyOptions(options.proxyProtocol),
     shutdownTimeout: duration('shutdownTimeout', options.shutdownTimeout ?? 10_000, true),
     shutdownSpread: duration('shutdownSpread', options.shutdownSpread ?? 0, false),
+    firstRequestGrace: duration('firstRequestGrace', options.firstRequestGrace ?? 1_000, false),
     lingerTimeout: duration('lingerTimeout', options.lingerTimeout ?? 2_000, true),
     random: options.random ?? Math.random,
     reusePort: reuse,

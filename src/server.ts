@@ -270,7 +270,7 @@ export class Server extends EventEmitter implements ConnOwner {
       if (this.#phase === 'stopped') return this.stopped; // listen failed
       shutdown = new Shutdown(this.#shutdownHost(), this.#options.random);
       this.#shutdown = shutdown;
-      shutdown.begin(timeout, spread);
+      shutdown.begin(timeout, spread, this.#options.firstRequestGrace);
     } else shutdown.tighten(timeout);
     if (options.signal !== undefined) shutdown.watch(options.signal);
     return shutdown.promise;

@@ -10,6 +10,8 @@
  * 3. **End idle connections** now, or with `spread` at a random moment of the window each, so
  *    thousands of clients do not reconnect elsewhere in the same millisecond. A connection still
  *    in the accept pipeline has no request yet: it is closed at once, and not counted as forced.
+ *    One served but silent so far gets `firstRequestGrace` for its first request, which may
+ *    have raced the listener's close: answered, then ended like the others.
  * 4. **Active connections** finish their work; the moment one would go idle (after its moment,
  *    with `spread`) it ends the same way: its pending read returns `null`, the handler returns,
  *    FIN after the writes flush. `Conn` does this step (see `kEndWhenIdle`).
@@ -26,7 +28,7 @@ import { performance } from 'node:perf_hooks';
 import type { Conn } from './conn.js';
 import { ServerClosedError } from './errors.js';
 import type { Logger } from './options.js';
-import { kEndNowIfIdle, kEndWhenIdle, kForce, kForced } from './symbols.js';
+import { kEndAfterFirstRequest, kEndNowIfIdle, kEndWhenIdle, kForce, kForced, kFresh } from './symbols.js';
 import { DeadlineQueue, MAX_DELAY_MS, type Random } from './timers.js';
 
 /** What `close()` and `serve()` resolve with. */
@@ -87,23 +89,34 @@ export class Shutdown {
     });
   }
 
-  /** Steps 1 to 3, then step 5 if nothing was open. `timeout` sets the deadline (step 6). */
-  begin(timeout: number, spread: number): void {
+  /**
+   * Steps 1 to 3, then step 5 if nothing was open. `timeout` sets the deadline (step 6); `spread`
+   * is the window of step 3; `grace` is how long a connection that has sent nothing yet waits for
+   * its first request (both capped at 90% of the deadline).
+   */
+  begin(timeout: number, spread: number, grace: number): void {
     const host = this.#host;
     host.announce(timeout);
     host.closeListeners(); // 1
     this.tighten(timeout);
-    const window = Math.min(spread, timeout * SPREAD_SHARE, MAX_DELAY_MS);
-    if (window > 0) {
-      const moments = new DeadlineQueue<Conn>((conn) => conn[kEndNowIfIdle]());
-      this.#moments = moments;
-      const start = performance.now();
-      for (const conn of host.conns) {
+    const cap = Math.min(timeout * SPREAD_SHARE, MAX_DELAY_MS);
+    const window = Math.min(spread, cap);
+    const wait = Math.min(grace, cap);
+    const start = performance.now();
+    const moment = (conn: Conn, after: number): void => {
+      this.#moments ??= new DeadlineQueue<Conn>((c) => c[kEndNowIfIdle]());
+      if (conn.state !== 'closed') this.#moments.add(conn, start + after);
+    };
+    for (const conn of host.conns) {
+      const at = window > 0 ? this.#random() * window : 0;
+      if (wait > 0 && conn[kFresh]) {
+        // 3, for a connection whose first request may be on its way: served, then ended.
+        conn[kEndAfterFirstRequest](this.reason);
+        moment(conn, Math.max(at, wait));
+      } else if (window > 0) {
         conn[kEndWhenIdle](this.reason, true); // 2, and 4
-        if (conn.state !== 'closed') moments.add(conn, start + this.#random() * window); // 3
-      }
-    } else {
-      for (const conn of host.conns) conn[kEndWhenIdle](this.reason); // 2, 3 and 4
+        moment(conn, at); // 3
+      } else conn[kEndWhenIdle](this.reason); // 2, 3 and 4
     }
     queueMicrotask(() => this.finishIfDone()); // 5, when nothing was open
   }

@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import {
   address,
   createServer,
+  firstRequestGrace,
   type Handler,
   handler,
   handshakeTimeout,
@@ -61,6 +62,7 @@ const OPTION_FUNCTIONS: Record<keyof ServerOptions, (value: never) => Option> = 
   shutdownTimeout,
   shutdownSpread,
   lingerTimeout,
+  firstRequestGrace,
   random,
   reusePort,
   noDelay,

@@ -33,7 +33,8 @@ function latch(): { wait: Promise<void>; open: () => void } {
 }
 
 test('(a) 50 idle connections are all closed within 100 ms of close()', async () => {
-  const { srv, port } = await startServer({ handler: echo });
+  // Silent since they connected: without a first-request grace they are idle like any other.
+  const { srv, port } = await startServer({ handler: echo, firstRequestGrace: 0 });
   const clients = await Promise.all(Array.from({ length: 50 }, () => connect(port)));
   await waitForStats(srv, (s) => s.idle === 50);
   const closed = clients.map((c) => once(c, 'close'));
@@ -47,6 +48,55 @@ test('(a) 50 idle connections are all closed within 100 ms of close()', async ()
   assert.equal(report.graceful, 50);
   assert.equal(report.forced, 0);
   assertNoLeaks(srv);
+});
+
+test('firstRequestGrace: a request sent just after close() began, on a silent connection, is answered, then FIN', async () => {
+  const { srv, port } = await startServer({ handler: echo });
+  const silent = await connect(port);
+  const served = await connect(port);
+  served.write('one\n');
+  assert.equal((await readBytes(served, 4)).toString(), 'one\n');
+  await waitForStats(srv, (s) => s.idle === 2);
+  const servedEnded = once(served, 'end');
+  const start = performance.now();
+  const closing = srv.close({ timeout: 5_000 });
+  // The connection that already had a request is idle: it ends at once.
+  await servedEnded;
+  assert.ok(performance.now() - start < 100);
+  // The silent one gets its first request answered (it may have raced the listener's close).
+  silent.write('first\n');
+  assert.equal((await readBytes(silent, 6)).toString(), 'first\n');
+  await once(silent, 'end');
+  served.end();
+  silent.end();
+  const report = await closing;
+  assert.deepEqual([report.graceful, report.forced], [2, 0]);
+  assertNoLeaks(srv);
+});
+
+test('firstRequestGrace: a connection that stays silent is ended when the grace is over, capped by the deadline', async () => {
+  for (const [options, timeout, low, high] of [
+    [{ firstRequestGrace: 400 }, 5_000, 350, 1_500],
+    [{ firstRequestGrace: 60_000 }, 500, 400, 1_500], // 90% of the deadline: 450 ms
+  ] as const) {
+    const { srv, port } = await startServer({ handler: echo, ...options });
+    const silent = await connect(port);
+    await waitForStats(srv, (s) => s.idle === 1);
+    const ended = once(silent, 'end');
+    const start = performance.now();
+    const closing = srv.close({ timeout });
+    await ended;
+    const elapsed = performance.now() - start;
+    assert.ok(elapsed >= low && elapsed < high, `ended after ${elapsed.toFixed(0)} ms`);
+    silent.end();
+    const report = await closing;
+    assert.deepEqual([report.graceful, report.forced], [1, 0]);
+    assertNoLeaks(srv);
+  }
+  await assert.rejects(async () => startServer({ handler: echo, firstRequestGrace: -1 }), {
+    code: 'ERR_INVALID_OPTION',
+    message: /firstRequestGrace/,
+  });
 });
 
 test('(b) a connection mid-request finishes its response byte for byte, then is closed', async () => {

@@ -32,6 +32,7 @@ test('2,000 idle connections closed with a 2 s spread: FINs spread over the wind
     handler: echoLines,
     random: seededRandom(1),
     maxConnections: 5_000,
+    firstRequestGrace: 0, // the clients never send: this is about spreading, not the grace
   });
   const clients = await openMany(port, count);
   await waitForStats(srv, (s) => s.idle === count);
@@ -146,7 +147,11 @@ test('spread: a tighter deadline ends connections still waiting for their moment
 });
 
 test('close({ spread }) validates its value, and spread 0 ends every idle connection at once', async () => {
-  const { srv, port } = await startServer({ shutdownSpread: 10_000, handler: echoLines });
+  const { srv, port } = await startServer({
+    shutdownSpread: 10_000,
+    firstRequestGrace: 0,
+    handler: echoLines,
+  });
   await assert.rejects(srv.close({ spread: -1 }), { code: 'ERR_INVALID_OPTION' });
   const clients = await Promise.all(Array.from({ length: 20 }, () => connect(port)));
   await waitForStats(srv, (s) => s.idle === 20);

@@ -1,0 +1,325 @@
+/**
+ * tcpserver/upgrade with real processes (test/fixtures/upgrade-app.ts): a TCP and a unix listener
+ * handed to each new copy on SIGHUP, the PID file following the serving process, and every
+ * failure path (a copy that exits at once, one never ready, two upgrades at once, the old process
+ * dying first, a shutdown during an upgrade).
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { InvalidOptionError } from '../src/index.js';
+import { Upgrader } from '../src/upgrade.js';
+import { freePorts, Proc, sleep, within } from './fixtures/haproxy-cluster.js';
+import { failOnUnhandledRejections } from './helpers.js';
+
+failOnUnhandledRejections();
+
+const FIXTURE = 'test/fixtures/upgrade-app.ts';
+const procs: Proc[] = [];
+const dirs: string[] = [];
+const strays = new Set<number>();
+after(async () => {
+  await Promise.all(procs.map((p) => p.kill()));
+  for (const pid of strays) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(what: string, ms: number, check: () => boolean): Promise<void> {
+  await within(
+    ms,
+    what,
+    (async () => {
+      while (!check()) await sleep(20);
+    })(),
+  );
+}
+
+interface App {
+  proc: Proc;
+  port: number;
+  unixPath: string;
+  pidFile: string;
+  /** The pid in the PID file. */
+  pid(): number;
+}
+
+async function app(env: Record<string, string> = {}): Promise<App> {
+  const [port] = await freePorts(1);
+  const dir = mkdtempSync(join(tmpdir(), 'tcpserver-upgrade-'));
+  dirs.push(dir);
+  const unixPath = join(dir, 'app.sock');
+  const pidFile = join(dir, 'app.pid');
+  const proc = new Proc('upgrade-app', process.execPath, ['--import', 'tsx', FIXTURE], {
+    ...process.env,
+    ADDRESS: `127.0.0.1:${port}`,
+    UNIX_PATH: unixPath,
+    PID_FILE: pidFile,
+    ...env,
+  });
+  procs.push(proc);
+  await proc.line(/^gen 0 pid \d+ ready$/, 15_000);
+  const pid = (): number => Number(readFileSync(pidFile, 'utf8').trim());
+  return { proc, port: port!, unixPath, pidFile, pid };
+}
+
+/** Sends a line, resolves the first line back. */
+async function ask(to: number | string, line: string): Promise<string> {
+  const sock = typeof to === 'number' ? net.connect({ host: '127.0.0.1', port: to }) : net.connect(to);
+  try {
+    await once(sock, 'connect');
+    sock.write(`${line}\n`);
+    let text = '';
+    for await (const chunk of sock) {
+      text += chunk;
+      if (text.includes('\n')) break;
+    }
+    return text.slice(0, text.indexOf('\n'));
+  } finally {
+    sock.destroy();
+  }
+}
+
+interface Prober {
+  /** Resolves once no probe is in flight; none starts until `resume()`. */
+  pause(): Promise<void>;
+  resume(): void;
+  stop(): Promise<{ attempts: number; failures: string[] }>;
+}
+
+/** Connects in a loop to both listeners until stopped; counts attempts and failures by code. */
+function prober(port: number, unixPath: string): Prober {
+  let stopping = false;
+  let paused: Promise<void> | undefined;
+  let release = (): void => {};
+  let inFlight = 0;
+  let attempts = 0;
+  const failures: string[] = [];
+  const loop = async (to: number | string): Promise<void> => {
+    while (!stopping) {
+      if (paused) await paused;
+      const n = ++attempts;
+      inFlight++;
+      try {
+        const answer = await within(5_000, 'an echo', ask(to, `probe${n}`));
+        if (answer !== `probe${n}`) failures.push(`wrong answer ${answer} to probe${n}`);
+      } catch (err) {
+        failures.push(
+          `${typeof to === 'number' ? 'tcp' : 'unix'}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+        );
+      } finally {
+        inFlight--;
+      }
+      await sleep(2);
+    }
+  };
+  const loops = [loop(port), loop(port), loop(unixPath)];
+  const resume = (): void => {
+    paused = undefined;
+    release();
+  };
+  return {
+    pause: async () => {
+      paused = new Promise((r) => {
+        release = r;
+      });
+      while (inFlight > 0) await sleep(5);
+    },
+    resume,
+    stop: async () => {
+      stopping = true;
+      resume();
+      await Promise.all(loops);
+      return { attempts, failures };
+    },
+  };
+}
+
+/** The descriptors of `pid` once the count holds still for 200 ms (closed probes leave the server). */
+async function settledFdCount(pid: number): Promise<number> {
+  let last = fdCount(pid);
+  for (let stable = 0; stable < 4; ) {
+    await sleep(50);
+    const now = fdCount(pid);
+    stable = now === last ? stable + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
+const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
+
+describe('upgrade: listeners handed to a new copy of the process', () => {
+  test('10 back-to-back upgrades: nothing refused, the PID file follows, descriptors stay flat, the socket file stays', {
+    timeout: 90_000,
+  }, async () => {
+    const a = await app();
+    const first = a.pid();
+    assert.equal(first, a.proc.proc.pid);
+    const probe = prober(a.port, a.unixPath);
+    const counts: number[] = [];
+    const pids = [first];
+    for (let g = 1; g <= 10; g++) {
+      const old = a.pid();
+      process.kill(old, 'SIGHUP');
+      const ready = await a.proc.line(new RegExp(`^gen ${g} pid (\\d+) ready$`), 15_000);
+      const pid = Number(ready[1]);
+      strays.add(pid);
+      pids.push(pid);
+      await waitFor(`generation ${g - 1} to exit`, 10_000, () => !alive(old));
+      assert.equal(a.pid(), pid, 'the PID file names the serving process');
+      assert.ok(existsSync(a.unixPath), 'the unix socket file is still there');
+      await probe.pause();
+      counts.push(await settledFdCount(pid));
+      probe.resume();
+    }
+    const { attempts, failures } = await probe.stop();
+    console.log(
+      `upgrade: 10 upgrades, ${attempts} connections during them, ${failures.length} failed; descriptors per generation: ${counts.join(', ')}`,
+    );
+    assert.deepEqual(failures, []);
+    assert.ok(attempts > 100, `the probes ran (${attempts})`);
+    assert.equal(new Set(counts).size, 1, `descriptors flat across generations: ${counts.join(', ')}`);
+    for (let g = 0; g < 10; g++)
+      assert.match(a.proc.out.text(), new RegExp(`^gen ${g} pid ${pids[g]} exit 0$`, 'm'));
+    const last = a.pid();
+    process.kill(last, 'SIGTERM');
+    await a.proc.line(new RegExp(`^gen 10 pid ${last} exit 0$`), 10_000);
+    await waitFor('the last generation to exit', 5_000, () => !alive(last));
+    assert.equal(existsSync(a.unixPath), false, 'the last process removes the socket file');
+    assert.equal(existsSync(a.pidFile), false, 'and its PID file');
+  });
+
+  test('a new copy that exits at once is reported; the old process keeps serving', {
+    timeout: 30_000,
+  }, async () => {
+    const a = await app({ FAIL_FROM_GENERATION: '1', FAIL_MODE: 'crash' });
+    a.proc.proc.kill('SIGHUP');
+    const failed = await a.proc.line(/^upg: (upgrade to generation 1 failed: .*)$/, 10_000);
+    assert.match(
+      failed[1]!,
+      /the new process \(pid \d+\) exited before it was ready \(code 3\); this process keeps serving/,
+    );
+    assert.equal(a.pid(), a.proc.proc.pid);
+    assert.equal(await ask(a.port, 'still'), 'still');
+    assert.equal(await ask(a.unixPath, 'unix'), 'unix');
+    a.proc.proc.kill('SIGTERM');
+    assert.equal((await within(10_000, 'exit', a.proc.exited)).code, 0);
+  });
+
+  test('a new copy never ready is killed at readyTimeout; the old process keeps serving', {
+    timeout: 30_000,
+  }, async () => {
+    const a = await app({ FAIL_FROM_GENERATION: '1', FAIL_MODE: 'hang', READY_TIMEOUT_MS: '1000' });
+    a.proc.proc.kill('SIGHUP');
+    const child = Number((await a.proc.line(/^gen 1 pid (\d+) listening$/, 10_000))[1]);
+    strays.add(child);
+    const failed = await a.proc.line(/^upg: (upgrade to generation 1 failed: .*)$/, 10_000);
+    assert.match(
+      failed[1]!,
+      /was not ready within readyTimeout \(1000 ms\): killed; this process keeps serving/,
+    );
+    await waitFor('the new copy to be gone', 5_000, () => !alive(child));
+    assert.equal(await ask(a.port, 'still'), 'still');
+    // It can try again (and fail the same way): one failure does not wedge the upgrader.
+    a.proc.proc.kill('SIGHUP');
+    await a.proc.line(/^gen 1 pid (?!${child})\d+ listening$/, 10_000);
+    a.proc.proc.kill('SIGTERM');
+    assert.equal((await within(15_000, 'exit', a.proc.exited)).code, 0);
+  });
+
+  test('two upgrades requested together: the second is refused, the first completes', {
+    timeout: 30_000,
+  }, async () => {
+    const a = await app({ READY_DELAY_MS: '500' });
+    a.proc.proc.kill('SIGHUP');
+    await a.proc.line(/^upg: upgrading: starting generation 1$/, 5_000);
+    a.proc.proc.kill('SIGHUP');
+    await a.proc.line(/^upg: upgrade refused: an upgrade is already in progress/, 5_000);
+    const child = Number((await a.proc.line(/^gen 1 pid (\d+) ready$/, 10_000))[1]);
+    strays.add(child);
+    // The new copy shares the old one's stdout, so the old one's exit is seen by its line.
+    await a.proc.line(new RegExp(`^gen 0 pid ${a.proc.proc.pid} exit 0$`), 10_000);
+    assert.equal(a.pid(), child);
+    assert.ok(!a.proc.out.text().includes('generation 2'), 'only one new copy');
+    process.kill(child, 'SIGTERM');
+    await a.proc.line(new RegExp(`^gen 1 pid ${child} exit 0$`), 10_000);
+  });
+
+  test('the old process dies before the new one is ready: the new one serves on alone', {
+    timeout: 30_000,
+  }, async () => {
+    const a = await app({ READY_DELAY_MS: '1500' });
+    const parent = a.proc.proc.pid!;
+    a.proc.proc.kill('SIGHUP');
+    const child = Number((await a.proc.line(/^gen 1 pid (\d+) listening$/, 10_000))[1]);
+    strays.add(child);
+    process.kill(parent, 'SIGKILL');
+    await a.proc.line(/^upg: the process that started this one is gone: serving on alone$/, 10_000);
+    await a.proc.line(new RegExp(`^gen 1 pid ${child} ready$`), 5_000);
+    assert.equal(a.pid(), child, 'the PID file names the survivor');
+    assert.equal(await ask(a.port, 'alone'), 'alone');
+    assert.equal(await ask(a.unixPath, 'alone'), 'alone');
+    process.kill(child, 'SIGTERM');
+    await a.proc.line(new RegExp(`^gen 1 pid ${child} exit 0$`), 10_000);
+  });
+
+  test('an old generation busy past its deadline never blocks the next upgrade; it is forced at drainTimeout', {
+    timeout: 30_000,
+  }, async () => {
+    const a = await app({ DRAIN_TIMEOUT_MS: '3000' });
+    const gen0 = a.proc.proc.pid!;
+    const sock = net.connect({ host: '127.0.0.1', port: a.port });
+    sock.on('error', () => {});
+    sock.write('hold\n');
+    const [held] = (await once(sock, 'data')) as [Buffer];
+    assert.equal(held.toString(), `held by ${gen0}\n`);
+    process.kill(gen0, 'SIGHUP');
+    const gen1 = Number((await a.proc.line(/^gen 1 pid (\d+) ready$/, 10_000))[1]);
+    strays.add(gen1);
+    assert.ok(alive(gen0), 'generation 0 still drains its busy connection');
+    process.kill(gen1, 'SIGHUP');
+    const gen2 = Number((await a.proc.line(/^gen 2 pid (\d+) ready$/, 10_000))[1]);
+    strays.add(gen2);
+    assert.ok(alive(gen0), 'and generation 2 did not wait for it');
+    await a.proc.line(new RegExp(`^gen 0 pid ${gen0} exit 1$`), 10_000); // forced at its deadline
+    process.kill(gen2, 'SIGTERM');
+    await a.proc.line(new RegExp(`^gen 2 pid ${gen2} exit 0$`), 10_000);
+  });
+
+  test('SIGTERM during an upgrade kills the new copy and drains; exit 0', { timeout: 30_000 }, async () => {
+    const a = await app({ READY_DELAY_MS: '3000' });
+    a.proc.proc.kill('SIGHUP');
+    const child = Number((await a.proc.line(/^gen 1 pid (\d+) listening$/, 10_000))[1]);
+    strays.add(child);
+    a.proc.proc.kill('SIGTERM');
+    assert.equal((await within(10_000, 'exit', a.proc.exited)).code, 0);
+    await waitFor('the new copy to be gone', 5_000, () => !alive(child));
+    assert.match(a.proc.out.text(), /shutting down during an upgrade: killing the new process/);
+  });
+
+  test('options and misuse: typed errors', () => {
+    assert.throws(() => new Upgrader({ readyTimeout: -1 }, {}), InvalidOptionError);
+    assert.throws(() => new Upgrader({ pidFile: '' }, {}), /pidFile must be a file path/);
+    assert.throws(
+      () => new Upgrader({ signal: 'HUP' as NodeJS.Signals }, {}),
+      /signal must be a signal name/,
+    );
+    const upg = new Upgrader({}, {});
+    assert.equal(upg.generation, 0);
+    assert.equal(upg.inherited, false);
+    return assert.rejects(upg.ready(), /needs listen\(\) first/);
+  });
+});
