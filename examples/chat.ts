@@ -19,9 +19,9 @@
  * @module
  */
 
-import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../src/index.js';
 import { consoleLogger } from './console-logger.js';
+import { isMainModule } from './main-module.js';
 
 /** Options of {@link createChatServer}: the server's own, plus the longest accepted line. */
 export interface ChatServerOptions extends Omit<tcpserver.ServerOptions, 'handler'> {
@@ -195,6 +195,6 @@ async function main(): Promise<void> {
   process.exitCode = report.forced === 0 ? 0 : 1;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMainModule(import.meta.url)) {
   await main();
 }

@@ -8,8 +8,9 @@
  *   WORKERS=4 npm start     # every core: SIGHUP rolls the workers
  *   UPGRADE=1 npm start     # one process that replaces itself on SIGHUP, PID_FILE=app.pid
  */
-import { pathToFileURL } from 'node:url';
+
 import * as tcpserver from '../src/index.js';
+import { isMainModule } from './main-module.js';
 import { ModeError, readMode, runService, type ServiceMode } from './service.js';
 
 /** Builds the echo server; exported so tests and benchmarks run the very same code. */
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
   );
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMainModule(import.meta.url)) {
   main().catch((error: Error & { code?: string }) => {
     console.error(`echo: ${error.code ?? ''} ${error.message}`);
     process.exitCode = 1;

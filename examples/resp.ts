@@ -38,8 +38,8 @@
  * @module
  */
 
-import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../src/index.js';
+import { isMainModule } from './main-module.js';
 import { execute } from './resp/commands.js';
 import { type RespCommand, RespDecoder, type RespDecoderOptions } from './resp/decoder.js';
 import { ReplyWriter } from './resp/reply.js';
@@ -307,6 +307,6 @@ function observe(srv: tcpserver.Server, logConnections: boolean): tcpserver.Serv
   return srv;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMainModule(import.meta.url)) {
   await main();
 }

@@ -178,8 +178,13 @@ describe('docs/kubernetes.md', () => {
 describe('docs/systemd.md', () => {
   const units = checkedBlocks('systemd.md').filter((b) => b.kind === 'systemd');
 
-  it('shows a .socket and a .service unit', () => {
-    assert.deepEqual(units.map((u) => u.file).sort(), ['echo.service', 'echo.socket']);
+  it('shows a .socket and a .service unit, and a unit that upgrades in place on reload', () => {
+    assert.deepEqual(units.map((u) => u.file).sort(), ['app.service', 'echo.service', 'echo.socket']);
+    const app = units.find((u) => u.file === 'app.service')!.body;
+    const pidFile = /^PIDFile=(\S+)$/m.exec(app)?.[1];
+    assert.ok(pidFile, 'app.service has PIDFile=');
+    assert.match(app, new RegExp(`^Environment=UPGRADE=1 PID_FILE=${pidFile}$`, 'm'), 'the app writes that file');
+    assert.match(app, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
   });
 
   it('stops the service later than the server gives up draining', () => {
@@ -336,9 +341,12 @@ describe('docs/proxy-protocol.md', () => {
 describe('docs/observability.md', () => {
   const doc = readFileSync(new URL('../docs/observability.md', import.meta.url), 'utf8');
   const srcDir = new URL('../src/', import.meta.url);
-  const sources = readdirSync(srcDir)
-    .filter((f) => f.endsWith('.ts'))
-    .map((f) => ({ file: f, text: readFileSync(new URL(f, srcDir), 'utf8') }));
+  // The core, and tcpserver/cluster's supervisor and workers.
+  const sources = ['', 'cluster/'].flatMap((dir) =>
+    readdirSync(new URL(dir, srcDir))
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => ({ file: dir + f, text: readFileSync(new URL(dir + f, srcDir), 'utf8') })),
+  );
 
   it('links every deployment guide', () => {
     for (const guide of ['kubernetes.md', 'systemd.md', 'haproxy.md']) {

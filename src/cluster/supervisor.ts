@@ -365,8 +365,7 @@ export class Supervisor extends EventEmitter {
       if (migrate?.trim() !== '1') {
         this.#o.logger?.warn(
           { tcp_migrate_req: migrate?.trim() },
-          "reusePort: net.ipv4.tcp_migrate_req is not 1, so the connections waiting in a closing worker's " +
-            'accept queue are reset by the kernel during a restart (see docs/scaling.md)',
+          'reusePort: net.ipv4.tcp_migrate_req is not 1 (closing a listener resets the connections in its queue)',
         );
       }
     }
