@@ -183,7 +183,11 @@ describe('docs/systemd.md', () => {
     const app = units.find((u) => u.file === 'app.service')!.body;
     const pidFile = /^PIDFile=(\S+)$/m.exec(app)?.[1];
     assert.ok(pidFile, 'app.service has PIDFile=');
-    assert.match(app, new RegExp(`^Environment=UPGRADE=1 PID_FILE=${pidFile}$`, 'm'), 'the app writes that file');
+    assert.match(
+      app,
+      new RegExp(`^Environment=UPGRADE=1 PID_FILE=${pidFile}$`, 'm'),
+      'the app writes that file',
+    );
     assert.match(app, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
   });
 
