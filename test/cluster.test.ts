@@ -20,7 +20,7 @@ import {
 } from '../src/cluster/index.js';
 import { createServer, InvalidOptionError } from '../src/index.js';
 import { freePorts, Proc, sleep, within } from './fixtures/haproxy-cluster.js';
-import { failOnUnhandledRejections } from './helpers.js';
+import { askLine, failOnUnhandledRejections, isAlive } from './helpers.js';
 
 failOnUnhandledRejections();
 
@@ -44,23 +44,6 @@ async function app(env: Record<string, string>): Promise<{ proc: Proc; port: num
   return { proc, port: port! };
 }
 
-/** Sends `line` and resolves the first line of the answer. */
-async function ask(port: number, line: string): Promise<string> {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  try {
-    await once(sock, 'connect');
-    sock.write(`${line}\n`);
-    let text = '';
-    for await (const chunk of sock) {
-      text += chunk;
-      if (text.includes('\n')) break;
-    }
-    return text.slice(0, text.indexOf('\n'));
-  } finally {
-    sock.destroy();
-  }
-}
-
 /** The workers that said they serve, in order of appearance. */
 function served(proc: Proc): Array<{ slot: number; generation: number; pid: number }> {
   return proc.out.lines.flatMap((l) => {
@@ -71,15 +54,6 @@ function served(proc: Proc): Array<{ slot: number; generation: number; pid: numb
 
 const servingPids = (proc: Proc): number[] => served(proc).map((w) => w.pid);
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('supervise() and serveWorker() in real processes', () => {
   test('starts every worker, serves, and drains them all on SIGTERM (exit 0)', {
     timeout: 30_000,
@@ -87,7 +61,7 @@ describe('supervise() and serveWorker() in real processes', () => {
     const { proc, port } = await app({ WORKERS: '2' });
     await proc.line(/^sup: serving /, 15_000);
     assert.equal(servingPids(proc).length, 2);
-    assert.equal(await ask(port, 'hello'), 'hello');
+    assert.equal(await askLine(port, 'hello'), 'hello');
     // Round-robin: connections reach both workers.
     const holders = new Set<string>();
     const held: net.Socket[] = [];
@@ -104,7 +78,7 @@ describe('supervise() and serveWorker() in real processes', () => {
     const { code } = await within(10_000, 'exit', proc.exited);
     assert.equal(code, 0, proc.out.text());
     assert.match(proc.out.text(), /sup: shutdown complete: \d+ graceful, 0 forced/);
-    for (const pid of servingPids(proc)) assert.equal(alive(pid), false, `worker ${pid} is gone`);
+    for (const pid of servingPids(proc)) assert.equal(isAlive(pid), false, `worker ${pid} is gone`);
   });
 
   test('workers ignore SIGINT sent to the whole process group; the primary drains them', {
@@ -114,8 +88,8 @@ describe('supervise() and serveWorker() in real processes', () => {
     await proc.line(/^sup: serving /, 15_000);
     for (const pid of servingPids(proc)) process.kill(pid, 'SIGINT');
     await sleep(300);
-    assert.equal(await ask(port, 'still'), 'still');
-    assert.ok(servingPids(proc).every(alive), 'a worker survives a SIGINT of its own');
+    assert.equal(await askLine(port, 'still'), 'still');
+    assert.ok(servingPids(proc).every(isAlive), 'a worker survives a SIGINT of its own');
     proc.proc.kill('SIGINT');
     const { code } = await within(10_000, 'exit', proc.exited);
     assert.equal(code, 0, proc.out.text());
@@ -158,7 +132,7 @@ describe('supervise() and serveWorker() in real processes', () => {
         while (servingPids(proc).length < 4) await sleep(20);
       })(),
     );
-    assert.equal(await ask(port, 'again'), 'again');
+    assert.equal(await askLine(port, 'again'), 'again');
     proc.proc.kill('SIGTERM');
     assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
   });
@@ -208,10 +182,10 @@ describe('supervise() and serveWorker() in real processes', () => {
     const stop2 = at(new RegExp(`^sup: worker 2 \\(pid ${old[1]}, generation 0\\) stopped`));
     assert.ok(ready1 >= 0 && ready1 < stop1 && ready2 >= 0 && ready2 < stop2, lines.join('\n'));
     assert.ok(
-      old.every((pid) => !alive(pid)),
+      old.every((pid) => !isAlive(pid)),
       'the old workers are gone',
     );
-    assert.equal(await ask(port, 'new'), 'new');
+    assert.equal(await askLine(port, 'new'), 'new');
     proc.proc.kill('SIGTERM');
     assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
   });
@@ -237,8 +211,8 @@ describe('supervise() and serveWorker() in real processes', () => {
           ? /after 0 of 2 worker\(s\): .*exited before it was ready \(code 3\)/
           : /not ready within readyTimeout \(1000 ms\)/,
       );
-      assert.ok(old.every(alive), 'the old workers still run');
-      for (let i = 0; i < 4; i++) assert.equal(await ask(port, `ok${i}`), `ok${i}`);
+      assert.ok(old.every(isAlive), 'the old workers still run');
+      for (let i = 0; i < 4; i++) assert.equal(await askLine(port, `ok${i}`), `ok${i}`);
       assert.ok(!proc.out.text().includes('generation 0) stopped'), 'no old worker was stopped');
       proc.proc.kill('SIGTERM');
       assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
@@ -258,7 +232,7 @@ describe('supervise() and serveWorker() in real processes', () => {
     const { code } = await within(15_000, 'exit', proc.exited);
     assert.equal(code, 0, proc.out.text());
     assert.match(proc.out.text(), /sup: shutdown complete: 1 graceful, 0 forced/);
-    for (const pid of servingPids(proc)) assert.equal(alive(pid), false, `worker ${pid} is gone`);
+    for (const pid of servingPids(proc)) assert.equal(isAlive(pid), false, `worker ${pid} is gone`);
     client.destroy();
   });
 
@@ -302,10 +276,10 @@ describe('supervise() and serveWorker() in real processes', () => {
     const owners = [...listeners.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])).sort();
     assert.deepEqual(owners, servingPids(proc).sort(), `each worker owns a listening socket:\n${listeners}`);
     assert.ok(!owners.includes(proc.proc.pid!), 'the primary has none');
-    assert.equal(await ask(port, 'rp'), 'rp');
+    assert.equal(await askLine(port, 'rp'), 'rp');
     proc.proc.kill('SIGHUP');
     await proc.line(/^sup: restart report /, 15_000);
-    assert.equal(await ask(port, 'rp2'), 'rp2');
+    assert.equal(await askLine(port, 'rp2'), 'rp2');
     proc.proc.kill('SIGTERM');
     assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
   });
@@ -347,7 +321,7 @@ describe('the supervisor API, in this process', () => {
         [2, 0, 'ready'],
       ],
     );
-    for (let i = 0; i < 6; i++) assert.equal(await ask(port, `n${i}`), `n${i}`);
+    for (let i = 0; i < 6; i++) assert.equal(await askLine(port, `n${i}`), `n${i}`);
     await within(
       5_000,
       'stats to arrive',

@@ -187,3 +187,30 @@ export function failOnUnhandledRejections(): void {
     assert.deepEqual(unhandled, [], 'no unhandled rejections');
   });
 }
+
+/** Connects (a 127.0.0.1 port, or a unix path), sends `line`, and resolves the first line back. */
+export async function askLine(to: number | string, line: string): Promise<string> {
+  const sock = typeof to === 'number' ? net.connect({ host: '127.0.0.1', port: to }) : net.connect(to);
+  try {
+    await once(sock, 'connect');
+    sock.write(`${line}\n`);
+    let text = '';
+    for await (const chunk of sock) {
+      text += chunk;
+      if (text.includes('\n')) break;
+    }
+    return text.slice(0, text.indexOf('\n'));
+  } finally {
+    sock.destroy();
+  }
+}
+
+/** True while process `pid` exists. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -14,7 +14,7 @@ import { after, describe, test } from 'node:test';
 import { InvalidOptionError } from '../src/index.js';
 import { Upgrader } from '../src/upgrade.js';
 import { freePorts, Proc, sleep, within } from './fixtures/haproxy-cluster.js';
-import { failOnUnhandledRejections } from './helpers.js';
+import { askLine, failOnUnhandledRejections, isAlive } from './helpers.js';
 
 failOnUnhandledRejections();
 
@@ -24,18 +24,9 @@ const dirs: string[] = [];
 const strays = new Set<number>();
 after(async () => {
   await Promise.all(procs.map((p) => p.kill()));
-  for (const pid of strays) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of strays) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitFor(what: string, ms: number, check: () => boolean): Promise<void> {
   await within(
@@ -75,23 +66,6 @@ async function app(env: Record<string, string> = {}): Promise<App> {
   return { proc, port: port!, unixPath, pidFile, pid };
 }
 
-/** Sends a line, resolves the first line back. */
-async function ask(to: number | string, line: string): Promise<string> {
-  const sock = typeof to === 'number' ? net.connect({ host: '127.0.0.1', port: to }) : net.connect(to);
-  try {
-    await once(sock, 'connect');
-    sock.write(`${line}\n`);
-    let text = '';
-    for await (const chunk of sock) {
-      text += chunk;
-      if (text.includes('\n')) break;
-    }
-    return text.slice(0, text.indexOf('\n'));
-  } finally {
-    sock.destroy();
-  }
-}
-
 interface Prober {
   /** Resolves once no probe is in flight; none starts until `resume()`. */
   pause(): Promise<void>;
@@ -113,7 +87,7 @@ function prober(port: number, unixPath: string): Prober {
       const n = ++attempts;
       inFlight++;
       try {
-        const answer = await within(5_000, 'an echo', ask(to, `probe${n}`));
+        const answer = await within(5_000, 'an echo', askLine(to, `probe${n}`));
         if (answer !== `probe${n}`) failures.push(`wrong answer ${answer} to probe${n}`);
       } catch (err) {
         failures.push(
@@ -178,7 +152,7 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       const pid = Number(ready[1]);
       strays.add(pid);
       pids.push(pid);
-      await waitFor(`generation ${g - 1} to exit`, 10_000, () => !alive(old));
+      await waitFor(`generation ${g - 1} to exit`, 10_000, () => !isAlive(old));
       assert.equal(a.pid(), pid, 'the PID file names the serving process');
       assert.ok(existsSync(a.unixPath), 'the unix socket file is still there');
       await probe.pause();
@@ -197,7 +171,7 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     const last = a.pid();
     process.kill(last, 'SIGTERM');
     await a.proc.line(new RegExp(`^gen 10 pid ${last} exit 0$`), 10_000);
-    await waitFor('the last generation to exit', 5_000, () => !alive(last));
+    await waitFor('the last generation to exit', 5_000, () => !isAlive(last));
     assert.equal(existsSync(a.unixPath), false, 'the last process removes the socket file');
     assert.equal(existsSync(a.pidFile), false, 'and its PID file');
   });
@@ -213,8 +187,8 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       /the new process \(pid \d+\) exited before it was ready \(code 3\); this process keeps serving/,
     );
     assert.equal(a.pid(), a.proc.proc.pid);
-    assert.equal(await ask(a.port, 'still'), 'still');
-    assert.equal(await ask(a.unixPath, 'unix'), 'unix');
+    assert.equal(await askLine(a.port, 'still'), 'still');
+    assert.equal(await askLine(a.unixPath, 'unix'), 'unix');
     a.proc.proc.kill('SIGTERM');
     assert.equal((await within(10_000, 'exit', a.proc.exited)).code, 0);
   });
@@ -231,8 +205,8 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       failed[1]!,
       /was not ready within readyTimeout \(1000 ms\): killed; this process keeps serving/,
     );
-    await waitFor('the new copy to be gone', 5_000, () => !alive(child));
-    assert.equal(await ask(a.port, 'still'), 'still');
+    await waitFor('the new copy to be gone', 5_000, () => !isAlive(child));
+    assert.equal(await askLine(a.port, 'still'), 'still');
     // It can try again (and fail the same way): one failure does not wedge the upgrader.
     a.proc.proc.kill('SIGHUP');
     await a.proc.line(/^gen 1 pid (?!${child})\d+ listening$/, 10_000);
@@ -270,8 +244,8 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     await a.proc.line(/^upg: the process that started this one is gone: serving on alone$/, 10_000);
     await a.proc.line(new RegExp(`^gen 1 pid ${child} ready$`), 5_000);
     assert.equal(a.pid(), child, 'the PID file names the survivor');
-    assert.equal(await ask(a.port, 'alone'), 'alone');
-    assert.equal(await ask(a.unixPath, 'alone'), 'alone');
+    assert.equal(await askLine(a.port, 'alone'), 'alone');
+    assert.equal(await askLine(a.unixPath, 'alone'), 'alone');
     process.kill(child, 'SIGTERM');
     await a.proc.line(new RegExp(`^gen 1 pid ${child} exit 0$`), 10_000);
   });
@@ -289,11 +263,11 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     process.kill(gen0, 'SIGHUP');
     const gen1 = Number((await a.proc.line(/^gen 1 pid (\d+) ready$/, 10_000))[1]);
     strays.add(gen1);
-    assert.ok(alive(gen0), 'generation 0 still drains its busy connection');
+    assert.ok(isAlive(gen0), 'generation 0 still drains its busy connection');
     process.kill(gen1, 'SIGHUP');
     const gen2 = Number((await a.proc.line(/^gen 2 pid (\d+) ready$/, 10_000))[1]);
     strays.add(gen2);
-    assert.ok(alive(gen0), 'and generation 2 did not wait for it');
+    assert.ok(isAlive(gen0), 'and generation 2 did not wait for it');
     await a.proc.line(new RegExp(`^gen 0 pid ${gen0} exit 1$`), 10_000); // forced at its deadline
     process.kill(gen2, 'SIGTERM');
     await a.proc.line(new RegExp(`^gen 2 pid ${gen2} exit 0$`), 10_000);
@@ -306,7 +280,7 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     strays.add(child);
     a.proc.proc.kill('SIGTERM');
     assert.equal((await within(10_000, 'exit', a.proc.exited)).code, 0);
-    await waitFor('the new copy to be gone', 5_000, () => !alive(child));
+    await waitFor('the new copy to be gone', 5_000, () => !isAlive(child));
     assert.match(a.proc.out.text(), /shutting down during an upgrade: killing the new process/);
   });
 
