@@ -5,8 +5,9 @@
  * timestamped copy).
  *
  * Flags: `--quick` (smoke mode: every path once, tiny counts, checks nothing about speed),
- * `--runs N` (default 5), `--only resp,echo,churn,scale,drain`, `--profile` (V8 CPU profiles of the
- * server children into bench/results/profiles/), `--aa` (A/A calibration: baseline vs baseline),
+ * `--runs N` (default 5), `--only resp,echo,churn,scale,drain,cluster`, `--profile` (V8 CPU
+ * profiles of the server children into bench/results/profiles/), `--aa` (A/A calibration:
+ * baseline vs baseline),
  * `--match 'GET -P 16'` (only the RESP configurations whose label contains the text), `--against
  * <rev>` (the framework built from another commit runs beside this one: see lib/against.ts).
  *
@@ -31,14 +32,15 @@ import {
   ROOT,
   SERVER_CPU,
 } from './lib/proc.js';
-import { type FigureResult, Results, renderTable } from './lib/results.js';
+import { type FigureResult, ModeResults, Results, renderModeTable, renderTable } from './lib/results.js';
 import { runChurn } from './workloads/churn.js';
+import { runCluster } from './workloads/cluster.js';
 import { runDrain } from './workloads/drain.js';
 import { runEcho } from './workloads/echo.js';
 import { have, runResp } from './workloads/resp.js';
 import { runScale } from './workloads/scale.js';
 
-const WORKLOADS = ['resp', 'echo', 'churn', 'scale', 'drain'] as const;
+const WORKLOADS = ['resp', 'echo', 'churn', 'scale', 'drain', 'cluster'] as const;
 type Workload = (typeof WORKLOADS)[number];
 
 function cpuModel(): string {
@@ -64,12 +66,17 @@ function gitCommit(): string {
   }
 }
 
-/** Which results file a run writes: only a full, real run of every workload is `latest`. */
-function resultsName(cfg: BenchConfig, partial: boolean): string {
+/**
+ * Which results file a run writes: only a full, real run of every workload is `latest`; a real
+ * run of the cluster workload alone is `cluster-node<major>` (its record per Node line, since
+ * reusePort mode needs Node >= 22.12).
+ */
+function resultsName(cfg: BenchConfig, partial: boolean, clusterOnly: boolean): string {
   if (cfg.quick) return 'quick';
   if (cfg.aa) return 'aa';
   if (cfg.profile) return 'profile';
   if (cfg.against !== '') return 'against';
+  if (clusterOnly && cfg.match === '') return `cluster-node${process.versions.node.split('.')[0]}`;
   return partial ? 'partial' : 'latest';
 }
 
@@ -119,11 +126,12 @@ async function main(): Promise<number> {
 
   buildChildren();
   const results = new Results();
+  const modes = new ModeResults();
   const t0 = Date.now();
-  const ctx: WorkloadContext = { cfg, results, log: (m) => console.log(m) };
+  const ctx: WorkloadContext = { cfg, results, modes, log: (m) => console.log(m) };
   for (const w of WORKLOADS) {
     if (!only.has(w)) continue;
-    if (w === 'drain' && cfg.aa) continue; // framework-only figure
+    if ((w === 'drain' || w === 'cluster') && cfg.aa) continue; // framework-only figures
     if (w === 'resp' && !have('redis-benchmark')) {
       const msg = 'redis-benchmark not found: install redis-tools (apt-get install redis-tools)';
       if (process.env.CI === 'true') throw new Error(msg);
@@ -136,17 +144,26 @@ async function main(): Promise<number> {
     else if (w === 'echo') await runEcho(ctx);
     else if (w === 'churn') await runChurn(ctx);
     else if (w === 'scale') await runScale(ctx);
-    else await runDrain(ctx);
+    else if (w === 'drain') await runDrain(ctx);
+    else await runCluster(ctx);
     console.log(`[${w}] ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   }
 
   const rows: FigureResult[] = results.reduce();
   meta.commands = [...commandLog];
   const failed = rows.filter((r) => r.pass === false);
-  console.log(
-    `medians of ${cfg.runs} run(s); ratio = framework / baseline; ${((Date.now() - t0) / 1000).toFixed(0)} s total\n`,
-  );
-  console.log(renderTable(rows, { checked: !quick }));
+  console.log(`${((Date.now() - t0) / 1000).toFixed(0)} s total`);
+  if (rows.length > 0) {
+    console.log(`\nmedians of ${cfg.runs} run(s); ratio = framework / baseline\n`);
+    console.log(renderTable(rows, { checked: !quick }));
+  }
+  const clusterRows = modes.reduce();
+  if (!modes.empty) {
+    console.log(
+      `\ncluster (${cfg.cluster.workers} workers): server CPU = the one process, or the primary + every worker; vs 1 = mode / 1 process; medians of ${cfg.runs} run(s)\n`,
+    );
+    console.log(renderModeTable(clusterRows, modes.unsupported));
+  }
   const disturbed = results.interference.filter((i) => i.foreign > 0.05);
   if (disturbed.length) {
     const worst = Math.max(...disturbed.map((i) => i.foreign));
@@ -159,10 +176,11 @@ async function main(): Promise<number> {
 
   const dir = path.join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
-  const json = `${JSON.stringify({ meta, figures: rows, interference: results.interference }, null, 2)}\n`;
+  const cluster = modes.empty ? undefined : { figures: clusterRows, unsupported: modes.unsupported };
+  const json = `${JSON.stringify({ meta, figures: rows, cluster, interference: results.interference }, null, 2)}\n`;
   const stamp = meta.date.replace(/[:.]/g, '-');
   const partial = WORKLOADS.some((w) => !only.has(w)) || cfg.match !== '';
-  const name = resultsName(cfg, partial);
+  const name = resultsName(cfg, partial, only.size === 1 && only.has('cluster'));
   writeFileSync(path.join(dir, `${name}.json`), json);
   if (quick) console.log(`\nwrote bench/results/${name}.json`);
   else {

@@ -6,7 +6,7 @@
 
 import { againstScript } from './against.js';
 import { nodeArgv, SERVER_CPU, type SpawnSpec } from './proc.js';
-import type { Results } from './results.js';
+import type { ModeResults, Results } from './results.js';
 
 /** Every size and count the workloads use, so a run is bounded by construction. */
 export interface BenchConfig {
@@ -27,6 +27,18 @@ export interface BenchConfig {
   churn: { count: number; concurrency: number; seconds: number; warmupCount: number };
   scale: { conns: number; parallel: number };
   drain: { conns: number; maxMs: number };
+  /**
+   * The cluster workload: `workers` per supervisor; churn connections and RESP requests per
+   * measured run (with and without `-P resp.pipeline`), and per warm-up of each server.
+   */
+  cluster: {
+    workers: number;
+    churnCount: number;
+    nPlain: number;
+    nPipelined: number;
+    warmupChurn: number;
+    warmupN: number;
+  };
 }
 
 /** The full bench: about 10 minutes on the 2-core reference machine (5 runs). */
@@ -44,6 +56,14 @@ export function fullConfig(runs = 5): BenchConfig {
     churn: { count: 20_000, concurrency: 16, seconds: 20, warmupCount: 5_000 },
     scale: { conns: 10_000, parallel: 256 },
     drain: { conns: 100, maxMs: 200 },
+    cluster: {
+      workers: 2,
+      churnCount: 10_000,
+      nPlain: 100_000,
+      nPipelined: 500_000,
+      warmupChurn: 3_000,
+      warmupN: 30_000,
+    },
   };
 }
 
@@ -62,6 +82,7 @@ export function quickConfig(): BenchConfig {
     churn: { count: 300, concurrency: 8, seconds: 5, warmupCount: 0 },
     scale: { conns: 200, parallel: 64 },
     drain: { conns: 10, maxMs: 20 },
+    cluster: { workers: 2, churnCount: 300, nPlain: 2_000, nPipelined: 10_000, warmupChurn: 0, warmupN: 0 },
   };
 }
 
@@ -76,6 +97,8 @@ export function sides(cfg: BenchConfig): ('framework' | 'baseline' | 'floor' | '
 export interface WorkloadContext {
   cfg: BenchConfig;
   results: Results;
+  /** The cluster workload's figures (one process, round-robin, reusePort side by side). */
+  modes: ModeResults;
   log: (msg: string) => void;
 }
 

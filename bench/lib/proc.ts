@@ -305,6 +305,34 @@ export class ServerChild {
   kill(): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
+
+  /**
+   * Sends SIGTERM (a supervisor drains its workers, then exits) and waits for the exit; SIGKILL
+   * if it is still there after `timeoutMs`. Resolves with how it ended.
+   */
+  async terminate(timeoutMs = 15_000): Promise<string> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      try {
+        await withTimeout(this.exited, timeoutMs, 'server exit after SIGTERM');
+      } catch {
+        this.kill();
+        await this.exited;
+        return `killed: still running ${timeoutMs} ms after SIGTERM`;
+      }
+    }
+    return this.child.signalCode !== null ? `signal ${this.child.signalCode}` : `code ${this.child.exitCode}`;
+  }
+}
+
+/** True while `/proc/<pid>` exists and is not a zombie. */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 /** Waits until a TCP port accepts connections (for redis-server, which prints no JSON). */
@@ -406,4 +434,38 @@ export async function metered<T>(pid: number, fn: () => Promise<T>): Promise<{ v
   const cpu = cpuMicros(pid) - cpu0;
   const core = coreBusyMicros(SERVER_CPU) - core0;
   return { value, m: { cpu, wall, foreign: Math.max(0, (core - cpu) / wall) } };
+}
+
+/** What one measured run cost a group of server processes (a supervisor and its workers). */
+export interface MeteredGroup {
+  /** utime + stime of each pid during the run, µs, in the order given. */
+  cpu: number[];
+  /** Wall time of the run, µs. */
+  wall: number;
+  /**
+   * Share of the wall time that other processes used on `cores` (0..1), or null when not measured
+   * (the load generator shares those cores).
+   */
+  foreign: number | null;
+}
+
+/**
+ * Runs `fn` while metering every process in `pids`; with `cores` (the CPUs only these processes
+ * use), also how busy those cores were apart from them.
+ */
+export async function meteredGroup<T>(
+  pids: readonly number[],
+  cores: readonly string[] | null,
+  fn: () => Promise<T>,
+): Promise<{ value: T; m: MeteredGroup }> {
+  const busy = () => (cores ?? []).reduce((sum, c) => sum + coreBusyMicros(c), 0);
+  const cpu0 = pids.map(cpuMicros);
+  const core0 = busy();
+  const t0 = performance.now();
+  const value = await fn();
+  const wall = (performance.now() - t0) * 1000;
+  const cpu = pids.map((pid, i) => cpuMicros(pid) - cpu0[i]!);
+  const core = busy() - core0;
+  const own = cpu.reduce((a, b) => a + b, 0);
+  return { value, m: { cpu, wall, foreign: cores ? Math.max(0, (core - own) / wall) : null } };
 }

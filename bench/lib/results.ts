@@ -61,7 +61,8 @@ export interface FigureResult {
 /** Share of the server core used by other processes during one measured run. */
 export interface Interference {
   workload: string;
-  side: Side;
+  /** The server (a {@link ServeMode} in the cluster workload). */
+  side: Side | ServeMode;
   run: number;
   /** 0..1 of the run's wall time. */
   foreign: number;
@@ -74,7 +75,7 @@ export class Results {
   readonly interference: Interference[] = [];
 
   /** Records a run's interference (see `metered()`). */
-  noteInterference(workload: string, side: Side, run: number, foreign: number): void {
+  noteInterference(workload: string, side: Side | ServeMode, run: number, foreign: number): void {
     this.interference.push({ workload, side, run, foreign });
   }
 
@@ -184,6 +185,115 @@ export function renderTable(rows: FigureResult[], { checked }: { checked: boolea
     fmt(r.redis?.median),
     targetText(r.target),
     r.pass === null ? '' : !checked ? (r.pass ? '(pass)' : '(fail)') : r.pass ? 'PASS' : 'FAIL',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
+
+// -- Side by side: one process, cluster round-robin, cluster reusePort (the cluster workload) ---
+
+/** How a server runs in the cluster workload. */
+export type ServeMode = 'single' | 'roundRobin' | 'reusePort';
+
+/** The modes in table order, with their column headers. */
+export const SERVE_MODES: readonly { mode: ServeMode; title: string }[] = [
+  { mode: 'single', title: '1 process' },
+  { mode: 'roundRobin', title: 'round-robin' },
+  { mode: 'reusePort', title: 'reusePort' },
+];
+
+/** One figure of the cluster workload reduced to medians and ratios over the one-process server. */
+export interface ModeFigureResult {
+  workload: string;
+  figure: string;
+  unit: string;
+  single: { median: number; runs: number[] } | null;
+  roundRobin: { median: number; runs: number[] } | null;
+  reusePort: { median: number; runs: number[] } | null;
+  /** median(round-robin) / median(1 process), and the median of the per-run ratios. */
+  roundRobinRatio: number | null;
+  roundRobinPaired: number | null;
+  /** median(reusePort) / median(1 process), and the median of the per-run ratios. */
+  reusePortRatio: number | null;
+  reusePortPaired: number | null;
+}
+
+/** Samples of the cluster workload, by workload + figure and mode; a mode may be unsupported. */
+export class ModeResults {
+  private readonly figures = new Map<
+    string,
+    { workload: string; figure: string; unit: string; samples: Partial<Record<ServeMode, number[]>> }
+  >();
+  /** Modes that could not run here, with why (e.g. reusePort on Node 20). */
+  readonly unsupported: Partial<Record<ServeMode, string>> = {};
+
+  define(workload: string, figure: string, unit: string): void {
+    const key = `${workload}\u0000${figure}`;
+    if (!this.figures.has(key)) this.figures.set(key, { workload, figure, unit, samples: {} });
+  }
+
+  add(workload: string, figure: string, mode: ServeMode, value: number): void {
+    const f = this.figures.get(`${workload}\u0000${figure}`);
+    if (!f) throw new Error(`figure not defined: ${workload} / ${figure}`);
+    (f.samples[mode] ??= []).push(value);
+  }
+
+  get empty(): boolean {
+    return this.figures.size === 0;
+  }
+
+  reduce(): ModeFigureResult[] {
+    return [...this.figures.values()].map((f) => {
+      const of = (m: ServeMode) => {
+        const runs = f.samples[m];
+        return runs?.length ? { median: median(runs), runs } : null;
+      };
+      const single = of('single');
+      const ratios = (m: ServeMode) => {
+        const other = of(m);
+        if (!single || !other || single.median === 0) return { ratio: null, paired: null };
+        const pairs = other.runs.flatMap((v, i) => (single.runs[i] ? [v / single.runs[i]!] : []));
+        return { ratio: other.median / single.median, paired: pairs.length ? median(pairs) : null };
+      };
+      const rr = ratios('roundRobin');
+      const rp = ratios('reusePort');
+      return {
+        workload: f.workload,
+        figure: f.figure,
+        unit: f.unit,
+        single,
+        roundRobin: of('roundRobin'),
+        reusePort: of('reusePort'),
+        roundRobinRatio: rr.ratio,
+        roundRobinPaired: rr.paired,
+        reusePortRatio: rp.ratio,
+        reusePortPaired: rp.paired,
+      };
+    });
+  }
+}
+
+/**
+ * The cluster table: medians per mode, and each cluster mode over the one-process server
+ * (`vs 1`). An unsupported mode's cells say so.
+ */
+export function renderModeTable(
+  rows: ModeFigureResult[],
+  unsupported: Partial<Record<ServeMode, string>>,
+): string {
+  const ratio = (r: number | null) => (r === null ? '-' : r.toFixed(3));
+  const cell = (mode: ServeMode, v: { median: number } | null) =>
+    unsupported[mode] !== undefined ? unsupported[mode]! : fmt(v?.median);
+  const header = ['workload', 'figure', '1 process', 'round-robin', 'vs 1', 'reusePort', 'vs 1'];
+  const body = rows.map((r) => [
+    r.workload,
+    `${r.figure} (${r.unit})`,
+    cell('single', r.single),
+    cell('roundRobin', r.roundRobin),
+    ratio(r.roundRobinRatio),
+    cell('reusePort', r.reusePort),
+    ratio(r.reusePortRatio),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;

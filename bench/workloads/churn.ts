@@ -5,15 +5,29 @@
  * @module
  */
 
-import { serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
+import { type BenchConfig, serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
 import { lastJson, loadSpec, metered, runToEnd, ServerChild } from '../lib/proc.js';
 import type { Side } from '../lib/results.js';
 
-interface ChurnResult {
+/** What `bench/load/churn.ts` reports. */
+export interface ChurnResult {
   conns: number;
   errors: number;
   unanswered: number;
   connsPerSec: number;
+}
+
+/** Runs the churn client (`bench/load/churn.ts`, pinned to the load core) for `count` connections. */
+export function churnLoad(cfg: BenchConfig, port: number, count: number): Promise<ChurnResult> {
+  return runToEnd(
+    loadSpec('bench/load/churn.ts', {
+      port,
+      count,
+      concurrency: cfg.churn.concurrency,
+      seconds: cfg.churn.seconds,
+    }),
+    cfg.churn.seconds * 1000 + 30_000,
+  ).then((o) => lastJson<ChurnResult>(o));
 }
 
 /** Runs the churn figures. */
@@ -22,16 +36,7 @@ export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<
   results.define(C, 'CPU per connection', 'µs', { kind: 'ratioMax', max: 1.05 });
   results.define(C, 'connections/s', 'conn/s', { kind: 'ratioMin', min: 0.95 });
 
-  const churn = (port: number, count: number) =>
-    runToEnd(
-      loadSpec('bench/load/churn.ts', {
-        port,
-        count,
-        concurrency: cfg.churn.concurrency,
-        seconds: cfg.churn.seconds,
-      }),
-      cfg.churn.seconds * 1000 + 30_000,
-    ).then((o) => lastJson<ChurnResult>(o));
+  const churn = (port: number, count: number) => churnLoad(cfg, port, count);
 
   const servers: { side: Side; sc: ServerChild }[] = [];
   try {

@@ -71,7 +71,14 @@ function freePort(): Promise<number> {
   });
 }
 
-function benchSpec(port: number, n: number, clients: number, test: string, pipeline: number): SpawnSpec {
+/** A pinned `redis-benchmark --csv` run of `test` against 127.0.0.1:`port`. */
+export function benchSpec(
+  port: number,
+  n: number,
+  clients: number,
+  test: string,
+  pipeline: number,
+): SpawnSpec {
   const argv = [
     'redis-benchmark',
     '-h',
