@@ -198,7 +198,7 @@ describe('supervise() and serveWorker() in real processes', () => {
         WORKERS: '2',
         FAIL_FROM_GENERATION: '1',
         FAIL_MODE: mode,
-        READY_TIMEOUT_MS: '1000',
+        READY_TIMEOUT_MS: '4000',
       });
       await proc.line(/^sup: serving /, 15_000);
       const old = servingPids(proc);
@@ -209,7 +209,7 @@ describe('supervise() and serveWorker() in real processes', () => {
         failed[2]!,
         mode === 'crash'
           ? /after 0 of 2 worker\(s\): .*exited before it was ready \(code 3\)/
-          : /not ready within readyTimeout \(1000 ms\)/,
+          : /not ready within readyTimeout \(4000 ms\)/,
       );
       assert.ok(old.every(isAlive), 'the old workers still run');
       for (let i = 0; i < 4; i++) assert.equal(await askLine(port, `ok${i}`), `ok${i}`);

@@ -205,11 +205,17 @@ export async function askLine(to: number | string, line: string): Promise<string
   }
 }
 
-/** True while process `pid` exists. */
+/** True while process `pid` runs (a zombie waiting for a reaper counts as gone). */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    // /proc/<pid>/stat: "pid (comm) S ...": Z is a zombie.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }

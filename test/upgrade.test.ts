@@ -152,6 +152,8 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       const pid = Number(ready[1]);
       strays.add(pid);
       pids.push(pid);
+      // Its own last line, then its exit (the drain ends as its last connection goes).
+      await a.proc.line(new RegExp(`^gen ${g - 1} pid ${old} exit 0$`), 15_000);
       await waitFor(`generation ${g - 1} to exit`, 10_000, () => !isAlive(old));
       assert.equal(a.pid(), pid, 'the PID file names the serving process');
       assert.ok(existsSync(a.unixPath), 'the unix socket file is still there');
@@ -196,14 +198,14 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
   test('a new copy never ready is killed at readyTimeout; the old process keeps serving', {
     timeout: 30_000,
   }, async () => {
-    const a = await app({ FAIL_FROM_GENERATION: '1', FAIL_MODE: 'hang', READY_TIMEOUT_MS: '1000' });
+    const a = await app({ FAIL_FROM_GENERATION: '1', FAIL_MODE: 'hang', READY_TIMEOUT_MS: '4000' });
     a.proc.proc.kill('SIGHUP');
     const child = Number((await a.proc.line(/^gen 1 pid (\d+) listening$/, 10_000))[1]);
     strays.add(child);
     const failed = await a.proc.line(/^upg: (upgrade to generation 1 failed: .*)$/, 10_000);
     assert.match(
       failed[1]!,
-      /was not ready within readyTimeout \(1000 ms\): killed; this process keeps serving/,
+      /was not ready within readyTimeout \(4000 ms\): killed; this process keeps serving/,
     );
     await waitFor('the new copy to be gone', 5_000, () => !isAlive(child));
     assert.equal(await askLine(a.port, 'still'), 'still');
