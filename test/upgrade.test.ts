@@ -53,13 +53,13 @@ async function app(env: Record<string, string> = {}): Promise<App> {
   dirs.push(dir);
   const unixPath = join(dir, 'app.sock');
   const pidFile = join(dir, 'app.pid');
-  const proc = new Proc('upgrade-app', process.execPath, ['--import', 'tsx', FIXTURE], {
-    ...process.env,
-    ADDRESS: `127.0.0.1:${port}`,
-    UNIX_PATH: unixPath,
-    PID_FILE: pidFile,
-    ...env,
-  });
+  const proc = new Proc(
+    'upgrade-app',
+    process.execPath,
+    ['--import', 'tsx', FIXTURE],
+    { ...process.env, ADDRESS: `127.0.0.1:${port}`, UNIX_PATH: unixPath, PID_FILE: pidFile, ...env },
+    true, // every generation in one process group, killed together after the tests
+  );
   procs.push(proc);
   await proc.line(/^gen 0 pid \d+ ready$/, 15_000);
   const pid = (): number => Number(readFileSync(pidFile, 'utf8').trim());
