@@ -189,10 +189,11 @@ export function failOnUnhandledRejections(): void {
 }
 
 /** Connects (a 127.0.0.1 port, or a unix path), sends `line`, and resolves the first line back. */
-export async function askLine(to: number | string, line: string): Promise<string> {
+export async function askLine(to: number | string, line: string, onConnect?: () => void): Promise<string> {
   const sock = typeof to === 'number' ? net.connect({ host: '127.0.0.1', port: to }) : net.connect(to);
   try {
     await once(sock, 'connect');
+    onConnect?.();
     sock.write(`${line}\n`);
     let text = '';
     for await (const chunk of sock) {

@@ -70,7 +70,7 @@ interface Prober {
   /** Resolves once no probe is in flight; none starts until `resume()`. */
   pause(): Promise<void>;
   resume(): void;
-  stop(): Promise<{ attempts: number; failures: string[] }>;
+  stop(): Promise<{ attempts: number; failures: string[]; slowest: number }>;
 }
 
 /** Connects in a loop to both listeners until stopped; counts attempts and failures by code. */
@@ -80,18 +80,29 @@ function prober(port: number, unixPath: string): Prober {
   let release = (): void => {};
   let inFlight = 0;
   let attempts = 0;
+  let slowest = 0;
   const failures: string[] = [];
   const loop = async (to: number | string): Promise<void> => {
     while (!stopping) {
       if (paused) await paused;
       const n = ++attempts;
       inFlight++;
+      let connected = false;
+      const began = performance.now();
       try {
-        const answer = await within(5_000, 'an echo', askLine(to, `probe${n}`));
+        const answer = await within(
+          15_000,
+          'an echo',
+          askLine(to, `probe${n}`, () => {
+            connected = true;
+          }),
+        );
         if (answer !== `probe${n}`) failures.push(`wrong answer ${answer} to probe${n}`);
+        slowest = Math.max(slowest, performance.now() - began);
       } catch (err) {
         failures.push(
-          `${typeof to === 'number' ? 'tcp' : 'unix'}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+          `${typeof to === 'number' ? 'tcp' : 'unix'}: ${(err as NodeJS.ErrnoException).code ?? err} ` +
+            `(${connected ? 'connected' : 'not connected'}; began ${Math.round(began)} ms)`,
         );
       } finally {
         inFlight--;
@@ -116,7 +127,7 @@ function prober(port: number, unixPath: string): Prober {
       stopping = true;
       resume();
       await Promise.all(loops);
-      return { attempts, failures };
+      return { attempts, failures, slowest };
     },
   };
 }
@@ -161,11 +172,16 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       counts.push(await settledFdCount(pid));
       probe.resume();
     }
-    const { attempts, failures } = await probe.stop();
+    const { attempts, failures, slowest } = await probe.stop();
     console.log(
-      `upgrade: 10 upgrades, ${attempts} connections during them, ${failures.length} failed; descriptors per generation: ${counts.join(', ')}`,
+      `upgrade: 10 upgrades, ${attempts} connections during them, ${failures.length} failed, ` +
+        `slowest answered in ${Math.round(slowest)} ms; descriptors per generation: ${counts.join(', ')}`,
     );
-    assert.deepEqual(failures, []);
+    assert.deepEqual(
+      failures,
+      [],
+      `at ${Math.round(performance.now())} ms; the app said:\n${a.proc.out.text()}`,
+    );
     assert.ok(attempts > 100, `the probes ran (${attempts})`);
     assert.equal(new Set(counts).size, 1, `descriptors flat across generations: ${counts.join(', ')}`);
     for (let g = 0; g < 10; g++)
