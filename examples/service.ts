@@ -83,6 +83,8 @@ async function runSingle(spec: ServiceSpec, mode: ServiceMode, log: tcpserver.Lo
     spec.healthAddress === undefined
       ? undefined
       : tcpserver.healthServer(servers, { address: spec.healthAddress });
+  // Signal handlers before anything is announced: a signal right after the first line drains.
+  const stopped = Promise.all(servers.map((srv) => drainOnSignals(spec, srv, log)));
   try {
     await listenAll(spec, servers, log);
     if (health !== undefined) await listenHealth(spec, health);
@@ -90,7 +92,7 @@ async function runSingle(spec: ServiceSpec, mode: ServiceMode, log: tcpserver.Lo
   } catch (err) {
     return failed(spec, err, servers, health);
   }
-  const reports = await Promise.all(servers.map((srv) => drainOnSignals(spec, srv, log)));
+  const reports = await stopped;
   await health?.close();
   if (spec.summary) console.log(`${spec.name}: ${spec.summary(servers)}`);
   return reports.every((r) => r.forced === 0) ? 0 : 1;
@@ -131,6 +133,7 @@ async function runSupervisor(
 async function runUpgradable(spec: ServiceSpec, mode: ServiceMode, log: tcpserver.Logger): Promise<number> {
   const upg = upgrader({ ...(mode.pidFile === undefined ? {} : { pidFile: mode.pidFile }), logger: log });
   const servers = spec.servers();
+  const stopped = Promise.all(servers.map((srv) => drainOnSignals(spec, srv, log)));
   try {
     await upg.listen(servers);
     for (const srv of servers) {
@@ -140,7 +143,7 @@ async function runUpgradable(spec: ServiceSpec, mode: ServiceMode, log: tcpserve
   } catch (err) {
     return failed(spec, err, servers, undefined);
   }
-  const reports = await Promise.all(servers.map((srv) => drainOnSignals(spec, srv, log)));
+  const reports = await stopped;
   if (spec.summary) console.log(`${spec.name}: ${spec.summary(servers)}`);
   return reports.every((r) => r.forced === 0) ? 0 : 1;
 }
