@@ -848,9 +848,11 @@ export class Conn implements AsyncIterable<Buffer> {
   #onData(chunk: Buffer): void {
     const flags = this.#flags;
     if ((flags & HANDLER_DONE) !== 0) return; // nobody will read it: discard while the connection closes
-    // A shutdown waiting for this connection's first request: it ends once that is answered.
-    this.#flags =
-      (flags & AWAIT_FIRST) === 0 ? flags | RECEIVED : (flags & ~AWAIT_FIRST) | RECEIVED | END_NOW;
+    // The first chunk only: mark the connection as heard from and, if a shutdown is waiting for
+    // its first request, let it end once that is answered. Later chunks skip the write.
+    if ((flags & (RECEIVED | AWAIT_FIRST)) !== RECEIVED) {
+      this.#flags = (flags & ~AWAIT_FIRST) | RECEIVED | ((flags & AWAIT_FIRST) === 0 ? 0 : END_NOW);
+    }
     if (this.#readResolve !== undefined) {
       // Hand the chunk over before announcing the state: a listener may start a shutdown.
       this.#settleRead(chunk);

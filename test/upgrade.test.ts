@@ -6,12 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { InvalidOptionError } from '../src/index.js';
+import { openFdCount } from '../src/proc-fds.js';
 import { Upgrader } from '../src/upgrade.js';
 import { freePorts, Proc, sleep, within } from './fixtures/haproxy-cluster.js';
 import { askLine, failOnUnhandledRejections, isAlive } from './helpers.js';
@@ -134,17 +135,15 @@ function prober(port: number, unixPath: string): Prober {
 
 /** The descriptors of `pid` once the count holds still for 200 ms (closed probes leave the server). */
 async function settledFdCount(pid: number): Promise<number> {
-  let last = fdCount(pid);
+  let last = openFdCount(pid);
   for (let stable = 0; stable < 4; ) {
     await sleep(50);
-    const now = fdCount(pid);
+    const now = openFdCount(pid);
     stable = now === last ? stable + 1 : 0;
     last = now;
   }
   return last;
 }
-
-const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
 describe('upgrade: listeners handed to a new copy of the process', () => {
   test('10 back-to-back upgrades: nothing refused, the PID file follows, descriptors stay flat, the socket file stays', {
