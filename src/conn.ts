@@ -22,6 +22,7 @@ import {
   ReadTimeoutError,
   WriteTimeoutError,
 } from './errors.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { Handler } from './options.js';
 import type { ProxyHeader } from './proxy-protocol.js';
 import {
@@ -108,9 +109,23 @@ function handledRejection(error: Error): Promise<never> {
   return rejected;
 }
 
-/** Why a read must fail before it starts: a malformed timeout, or a signal already aborted. */
-function refuseOptions(opts: IoOptions): Error | undefined {
+const IO_OPTION_KEYS: KnownKeys<IoOptions> = { timeout: true, signal: true };
+
+/** Why `opts` is malformed: an unknown key, or a bad timeout. */
+function badOptions(opts: IoOptions): Error | undefined {
+  try {
+    checkKeys(opts, IO_OPTION_KEYS, '', 'conn: ');
+  } catch (error) {
+    return error as Error;
+  }
   if (opts.timeout !== undefined && !isTimeout(opts.timeout)) return badTimeout(opts.timeout);
+  return undefined;
+}
+
+/** Why a read must fail before it starts: malformed options, or a signal already aborted. */
+function refuseOptions(opts: IoOptions): Error | undefined {
+  const bad = badOptions(opts);
+  if (bad !== undefined) return bad;
   if (opts.signal?.aborted) return new AbortedError(opts.signal.reason);
   return undefined;
 }
@@ -438,8 +453,10 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   write(data: string | Uint8Array, opts?: IoOptions): Promise<void> {
     const socket = this.#socket;
-    if (opts?.timeout !== undefined && !isTimeout(opts.timeout))
-      return Promise.reject(badTimeout(opts.timeout));
+    if (opts !== undefined) {
+      const bad = badOptions(opts);
+      if (bad !== undefined) return Promise.reject(bad);
+    }
     if (this.#closeError !== undefined) return handledRejection(this.#closeError);
     if ((this.#flags & CLOSED) !== 0 || socket.destroyed || socket.writableEnded) {
       return handledRejection(new ConnClosedError('connection is closed for writing'));

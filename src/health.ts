@@ -10,6 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseAddress } from './address.js';
 import { InvalidOptionError, ListenError } from './errors.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 
 /** The part of a `Server` that the health endpoint reads. */
 export interface HealthTarget {
@@ -48,6 +49,8 @@ export interface HealthServer {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+const HEALTH_OPTION_KEYS: KnownKeys<HealthServerOptions> = { address: true, livePath: true, readyPath: true };
+
 /**
  * Creates (does not yet bind) a health endpoint reporting on one server or several; with several,
  * `/readyz` is 200 only when every one is ready, and `/livez` 200 while none has stopped.
@@ -67,6 +70,7 @@ export function healthServer(
 ): HealthServer {
   const list: readonly HealthTarget[] = Array.isArray(targets) ? targets : [targets as HealthTarget];
   if (list.length === 0) throw new InvalidOptionError('healthServer needs at least one server');
+  checkKeys(options, HEALTH_OPTION_KEYS, '', 'healthServer: ');
   const { address = ':8081', livePath = '/livez', readyPath = '/readyz' } = options;
   // Same Go-style syntax and errors as the server's own address.
   const spec = parseAddress('tcp', address);

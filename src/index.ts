@@ -29,10 +29,11 @@ export { channels } from './diagnostics.js';
 export * from './errors.js';
 export type { HealthAddress, HealthServer, HealthServerOptions, HealthTarget } from './health.js';
 export { healthServer } from './health.js';
-export type { Handler, ListenerOption, Logger, Option, ServerOptions } from './options.js';
+export type { Handler, ListenerOption, Logger, MinDataRate, Option, ServerOptions } from './options.js';
 export {
   address,
   firstRequestGrace,
+  frameTimeout,
   handler,
   handshakeTimeout,
   idleTimeout,
@@ -42,6 +43,7 @@ export {
   logger,
   maxConnectionAge,
   maxConnections,
+  minDataRate,
   name,
   network,
   noDelay,

@@ -13,6 +13,7 @@
 import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, register as globalRegistry, Histogram, type Registry } from 'prom-client';
 import { InvalidOptionError } from './errors.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { ServerStats } from './server.js';
 
 /** The counters `srv.stats()` returns that the metrics read. */
@@ -50,6 +51,13 @@ export const OPEN_STATES = ['new', 'active', 'idle', 'closing'] as const;
 const DEFAULT_CONNECTION_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600];
 const DEFAULT_SHUTDOWN_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
+const INSTRUMENT_OPTION_KEYS: KnownKeys<InstrumentOptions> = {
+  registry: true,
+  prefix: true,
+  connectionDurationBuckets: true,
+  shutdownDurationBuckets: true,
+};
+
 /**
  * Registers metrics for `srv` (names shown with the default prefix):
  *
@@ -77,6 +85,7 @@ const DEFAULT_SHUTDOWN_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
  * ```
  */
 export function instrument(srv: MetricsTarget, options: InstrumentOptions = {}): Instrumentation {
+  checkKeys(options, INSTRUMENT_OPTION_KEYS, '', 'instrument: ');
   const {
     registry = globalRegistry,
     prefix = 'tcpserver_',

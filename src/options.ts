@@ -10,6 +10,7 @@ import { type ListenSpec, type Network, parseAddress, parseNetwork } from './add
 import type { Conn } from './conn.js';
 import type { Context } from './context.js';
 import { InvalidOptionError } from './errors.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 import { type ProxyProtocolOptions, type ResolvedProxyOptions, resolveProxyOptions } from './proxy-stage.js';
 import { describeValue as describe, duration, type Random } from './timers.js';
 
@@ -43,8 +44,27 @@ export interface ServerOptions {
   listener?: ListenerOption;
   /** At most this many open connections; beyond it new ones are closed at once and counted. */
   maxConnections?: number;
-  /** End a connection after this many ms without a byte either way. `0` (default) disables it. */
+  /**
+   * End a connection after this many ms without a byte either way, whatever it holds: an idle
+   * one ends gracefully, one holding half a frame or unread input is ended too (FIN if its writes
+   * can flush, destroyed otherwise) and its pending read rejects with `ERR_IDLE_TIMEOUT`.
+   * `0` (default) disables it.
+   */
   idleTimeout?: number;
+  /**
+   * The longest a frame may take to arrive once its first byte has (`readFrame` and `frames()`),
+   * in ms: a peer dripping a frame byte by byte is never idle, and this ends it (Node http's
+   * `headersTimeout`, Go's `ReadHeaderTimeout`). The pending read rejects with
+   * `ERR_FRAME_TIMEOUT`. `0` (default) disables it.
+   */
+  frameTimeout?: number;
+  /**
+   * The slowest a long frame may arrive (`readFrame` and `frames()`), as Kestrel's
+   * `MinRequestBodyDataRate`: once a frame has taken `grace` ms (default 5000), it must have
+   * come at `bytesPerSecond` or faster on average, or the pending read rejects with
+   * `ERR_DATA_RATE` and the connection is ended. Off by default.
+   */
+  minDataRate?: MinDataRate;
   /**
    * End a connection gracefully once it is this many ms old (at its next idle moment), so
    * long-lived clients reconnect and spread over new instances. `0` (default) disables it.
@@ -94,6 +114,14 @@ export interface ServerOptions {
   logger?: Logger;
 }
 
+/** See {@link ServerOptions.minDataRate}. */
+export interface MinDataRate {
+  /** Average bytes per second a frame must arrive at, counted from its first byte. */
+  bytesPerSecond: number;
+  /** How long a frame may take before the rate applies, in ms. Default 5000. */
+  grace?: number;
+}
+
 /** One option of the seed-style constructor `newServer(...options)`. */
 export type Option = (options: ServerOptions) => void;
 
@@ -108,6 +136,9 @@ export interface ResolvedOptions {
   listener: ListenerOption | undefined;
   maxConnections: number;
   idleTimeout: number;
+  frameTimeout: number;
+  /** Bytes per ms (0: no minimum) and the grace in ms. */
+  minDataRate: { bytesPerMs: number; grace: number };
   maxConnectionAge: number;
   handshakeTimeout: number;
   proxyProtocol: ResolvedProxyOptions | undefined;
@@ -122,6 +153,34 @@ export interface ResolvedOptions {
   keepAliveInitialDelay: number;
   logger: Logger | undefined;
 }
+
+/** Every key of {@link ServerOptions}: any other is refused. */
+const SERVER_OPTION_KEYS: KnownKeys<ServerOptions> = {
+  name: true,
+  network: true,
+  address: true,
+  handler: true,
+  tls: true,
+  listener: true,
+  maxConnections: true,
+  idleTimeout: true,
+  frameTimeout: true,
+  minDataRate: true,
+  maxConnectionAge: true,
+  handshakeTimeout: true,
+  proxyProtocol: true,
+  shutdownTimeout: true,
+  shutdownSpread: true,
+  firstRequestGrace: true,
+  lingerTimeout: true,
+  random: true,
+  reusePort: true,
+  noDelay: true,
+  keepAlive: true,
+  logger: true,
+};
+
+const MIN_DATA_RATE_KEYS: KnownKeys<MinDataRate> = { bytesPerSecond: true, grace: true };
 
 /** Sets {@link ServerOptions.name}. */
 export const name =
@@ -163,6 +222,16 @@ export const idleTimeout =
   (ms: number): Option =>
   (o) =>
     void (o.idleTimeout = ms);
+/** Sets {@link ServerOptions.frameTimeout}. */
+export const frameTimeout =
+  (ms: number): Option =>
+  (o) =>
+    void (o.frameTimeout = ms);
+/** Sets {@link ServerOptions.minDataRate}. */
+export const minDataRate =
+  (value: MinDataRate): Option =>
+  (o) =>
+    void (o.minDataRate = value);
 /** Sets {@link ServerOptions.maxConnectionAge}. */
 export const maxConnectionAge =
   (ms: number): Option =>
@@ -229,6 +298,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError(`options must be an object, got ${describe(options)}`);
   }
+  checkKeys(options, SERVER_OPTION_KEYS);
   const { handler: run, listener: existing } = options;
   if (typeof run !== 'function') {
     throw new InvalidOptionError(`handler must be a function, got ${describe(run)}`);
@@ -274,6 +344,8 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     listener: existing,
     maxConnections: maxConns,
     idleTimeout: duration('idleTimeout', options.idleTimeout ?? 0, false),
+    frameTimeout: duration('frameTimeout', options.frameTimeout ?? 0, false),
+    minDataRate: resolveMinDataRate(options.minDataRate),
     maxConnectionAge: duration('maxConnectionAge', options.maxConnectionAge ?? 0, true),
     handshakeTimeout: duration('handshakeTimeout', options.handshakeTimeout ?? 10_000, true),
     proxyProtocol:
@@ -301,6 +373,23 @@ export function applyOptions(list: readonly Option[]): ServerOptions {
     option(options);
   }
   return options;
+}
+
+function resolveMinDataRate(value: MinDataRate | undefined): ResolvedOptions['minDataRate'] {
+  if (value === undefined) return { bytesPerMs: 0, grace: 0 };
+  if (value === null || typeof value !== 'object') {
+    throw new InvalidOptionError(
+      `minDataRate must be an object { bytesPerSecond, grace }, got ${describe(value)}`,
+    );
+  }
+  checkKeys(value, MIN_DATA_RATE_KEYS, 'minDataRate.');
+  const rate = value.bytesPerSecond;
+  if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0) {
+    throw new InvalidOptionError(
+      `minDataRate.bytesPerSecond must be a positive number, got ${describe(rate)}`,
+    );
+  }
+  return { bytesPerMs: rate / 1000, grace: duration('minDataRate.grace', value.grace ?? 5_000, false) };
 }
 
 function checkListener(value: unknown): void {

@@ -17,6 +17,7 @@
 import { BlockList, isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { InvalidOptionError, ProxyProtocolError } from './errors.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 import {
   maxProxyHeaderLength,
   type ProxyHeader,
@@ -50,6 +51,8 @@ export interface ResolvedProxyOptions {
 /** Why the stage refused a connection. */
 export type ProxyFailure = 'proxy-untrusted' | 'proxy-invalid' | 'proxy-timeout' | 'proxy-incomplete';
 
+const PROXY_OPTION_KEYS: KnownKeys<ProxyProtocolOptions> = { trusted: true, versions: true, timeout: true };
+
 /** Validates the `proxyProtocol` option; throws `ERR_INVALID_OPTION` naming the bad part. */
 export function resolveProxyOptions(value: unknown): ResolvedProxyOptions {
   if (value === null || typeof value !== 'object') {
@@ -57,13 +60,7 @@ export function resolveProxyOptions(value: unknown): ResolvedProxyOptions {
       `proxyProtocol must be an object { trusted, versions?, timeout? }, got ${describeValue(value)}`,
     );
   }
-  for (const key of Object.keys(value)) {
-    if (key !== 'trusted' && key !== 'versions' && key !== 'timeout') {
-      throw new InvalidOptionError(
-        `proxyProtocol has no option ${JSON.stringify(key)} (trusted, versions, timeout)`,
-      );
-    }
-  }
+  checkKeys(value, PROXY_OPTION_KEYS, 'proxyProtocol.');
   const { trusted, versions = 'any', timeout = 5_000 } = value as ProxyProtocolOptions;
   if (!Array.isArray(trusted) || trusted.length === 0) {
     throw new InvalidOptionError(

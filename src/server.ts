@@ -32,6 +32,7 @@ import {
   type PendingListener,
   releaseSocketFile,
 } from './listen.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 import { checkReusePort, type ResolvedOptions } from './options.js';
 import { Shutdown, type ShutdownHost, type ShutdownReport } from './shutdown.js';
 import {
@@ -90,6 +91,8 @@ export interface CloseOptions {
   /** Spread the ending of idle connections over this many ms; default `shutdownSpread`. */
   spread?: number;
 }
+
+const CLOSE_OPTION_KEYS: KnownKeys<CloseOptions> = { timeout: true, signal: true, spread: true };
 
 type Phase = 'created' | 'serving' | 'closing' | 'stopped';
 
@@ -254,6 +257,7 @@ export class Server extends EventEmitter implements ConnOwner {
     let timeout: number;
     let spread: number;
     try {
+      checkKeys(options, CLOSE_OPTION_KEYS, '', 'close: ');
       timeout =
         options.timeout === undefined
           ? this.#options.shutdownTimeout

@@ -9,6 +9,7 @@
  */
 
 import { InvalidOptionError } from './errors.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { ShutdownReport } from './server.js';
 import { duration } from './timers.js';
 
@@ -100,6 +101,18 @@ export interface ShutdownOnSignalsOptions {
   unrefChannel?: boolean;
 }
 
+const SIGNAL_OPTION_KEYS: KnownKeys<ShutdownOnSignalsOptions> = {
+  signals: true,
+  timeout: true,
+  closeDelay: true,
+  exit: true,
+  logger: true,
+  progressInterval: true,
+  readyMessage: true,
+  shutdownMessage: true,
+  unrefChannel: true,
+};
+
 /** What {@link shutdownOnSignals} returns. */
 export interface SignalShutdown {
   /**
@@ -146,6 +159,7 @@ export function shutdownOnSignals(
     logger,
     progressInterval = 1000,
   } = options;
+  checkKeys(options, SIGNAL_OPTION_KEYS, '', 'shutdownOnSignals: ');
   if (!Array.isArray(signals) || signals.length === 0) {
     throw new InvalidOptionError('signals must be a non-empty array of signal names');
   }

@@ -32,6 +32,7 @@ import {
   RestartInProgressError,
   ServerClosedError,
 } from './errors.js';
+import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { Logger } from './options.js';
 import { removePidFile, writePidFile } from './pid-file.js';
 import { listeningInodes, socketFds } from './proc-fds.js';
@@ -98,6 +99,7 @@ export class Upgrader extends EventEmitter {
   /** @internal Use {@link upgrader}. */
   constructor(options: UpgraderOptions = {}, env: NodeJS.ProcessEnv = process.env) {
     super();
+    checkKeys(options, UPGRADER_OPTION_KEYS, '', 'upgrader: ');
     if (options.pidFile !== undefined && (typeof options.pidFile !== 'string' || options.pidFile === '')) {
       throw new InvalidOptionError(`pidFile must be a file path, got ${describeValue(options.pidFile)}`);
     }
@@ -338,6 +340,16 @@ export class Upgrader extends EventEmitter {
     this.#state = 'stopped';
   }
 }
+
+const UPGRADER_OPTION_KEYS: KnownKeys<UpgraderOptions> = {
+  pidFile: true,
+  readyTimeout: true,
+  drainTimeout: true,
+  signal: true,
+  command: true,
+  args: true,
+  logger: true,
+};
 
 /** Creates the upgrader of this process; see {@link Upgrader}. */
 export function upgrader(options: UpgraderOptions = {}): Upgrader {

@@ -10,22 +10,32 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { serveWorker, supervise } from '../src/cluster/index.js';
 import {
   address,
   createServer,
+  delimiterDecoder,
+  delimiterEncoder,
+  encodeLine,
   firstRequestGrace,
+  frameTimeout,
   type Handler,
   handler,
   handshakeTimeout,
+  healthServer,
   InvalidAddressError,
   InvalidOptionError,
   idleTimeout,
   keepAlive,
+  lengthPrefixedDecoder,
+  lengthPrefixedEncoder,
+  lineDecoder,
   lingerTimeout,
   listener,
   logger,
   maxConnectionAge,
   maxConnections,
+  minDataRate,
   name,
   network,
   newServer,
@@ -35,11 +45,14 @@ import {
   random,
   reusePort,
   type ServerOptions,
+  shutdownOnSignals,
   shutdownSpread,
   shutdownTimeout,
   TcpServerError,
   tls,
 } from '../src/index.js';
+import { instrument } from '../src/metrics.js';
+import { upgrader } from '../src/upgrade.js';
 import { assertPortFree, freePort } from './helpers.js';
 
 const echo: Handler = async (_ctx, conn) => {
@@ -56,6 +69,8 @@ const OPTION_FUNCTIONS: Record<keyof ServerOptions, (value: never) => Option> = 
   listener,
   maxConnections,
   idleTimeout,
+  frameTimeout,
+  minDataRate,
   maxConnectionAge,
   handshakeTimeout,
   proxyProtocol,
@@ -361,7 +376,49 @@ const BAD: BadCase[] = [
     title: 'proxyProtocol with a misspelt key',
     options: (port) => tcp(port, { proxyProtocol: { trusted: ['127.0.0.1'], version: 'v2' } }),
     error: OPTION,
-    names: () => 'proxyProtocol has no option "version" (trusted, versions, timeout)',
+    names: () => 'unknown option "proxyProtocol.version" (did you mean "proxyProtocol.versions"?)',
+  },
+  {
+    title: 'a misspelt top-level key (idleTimout would silently mean no idle timeout)',
+    options: (port) => tcp(port, { idleTimout: 5000 }),
+    error: OPTION,
+    names: () => 'unknown option "idleTimout" (did you mean "idleTimeout"?)',
+  },
+  {
+    title: 'a key of another case',
+    options: (port) => tcp(port, { maxconnections: 5 }),
+    error: OPTION,
+    names: () => 'unknown option "maxconnections" (did you mean "maxConnections"?)',
+  },
+  {
+    title: 'a key set to undefined is still a typo',
+    options: (port) => tcp(port, { shutdownTimout: undefined }),
+    error: OPTION,
+    names: () => 'unknown option "shutdownTimout" (did you mean "shutdownTimeout"?)',
+  },
+  {
+    title: 'minDataRate with a misspelt key',
+    options: (port) => tcp(port, { minDataRate: { bytesPerSec: 100 } }),
+    error: OPTION,
+    names: () => 'unknown option "minDataRate.bytesPerSec" (did you mean "minDataRate.bytesPerSecond"?)',
+  },
+  {
+    title: 'minDataRate without a rate',
+    options: (port) => tcp(port, { minDataRate: { grace: 1000 } }),
+    error: OPTION,
+    names: () => 'minDataRate.bytesPerSecond must be a positive number, got undefined',
+  },
+  {
+    title: 'minDataRate that is not an object',
+    options: (port) => tcp(port, { minDataRate: 100 }),
+    error: OPTION,
+    names: () => 'minDataRate must be an object { bytesPerSecond, grace }, got 100',
+  },
+  {
+    title: 'a negative frameTimeout',
+    options: (port) => tcp(port, { frameTimeout: -1 }),
+    error: OPTION,
+    names: () => 'frameTimeout must be a number of ms from 0 to 2147483647, got -1',
   },
   {
     title: 'proxyProtocol with a negative timeout',
@@ -469,7 +526,9 @@ describe('invalid options throw a typed error naming the bad value, and nothing 
       const options = bad.options(port, dir);
       const check = expectTyped(bad.error, bad.names(port, dir));
       assert.throws(() => createServer(options as ServerOptions), check, 'createServer({...})');
-      assert.throws(() => newServer(...asFunctions(options)), check, 'newServer(...options)');
+      // An unknown key has no option function: the seed form cannot misspell one.
+      if (Object.keys(options).every((key) => key in OPTION_FUNCTIONS))
+        assert.throws(() => newServer(...asFunctions(options)), check, 'newServer(...options)');
       await assertPortFree(port);
       if (bad.path !== undefined)
         assert.equal(existsSync(bad.path(dir)), false, 'no socket file was created');
@@ -542,4 +601,94 @@ test('a listener may replace the address', () => {
   assert.doesNotThrow(() => createServer({ listener: existing, handler: echo }));
   assert.doesNotThrow(() => newServer(listener({ fd: 3 }), handler(echo)));
   assert.doesNotThrow(() => newServer(listener('systemd'), handler(echo)));
+});
+
+test('every options object refuses a misspelt key, naming it and the nearest known one', async () => {
+  const typo = (call: () => unknown, message: string): void =>
+    assert.throws(call, expectTyped(OPTION, message), message);
+  typo(
+    () => lineDecoder({ maxLenght: 10 } as never),
+    'lineDecoder: unknown option "maxLenght" (did you mean "maxLength"?)',
+  );
+  typo(
+    () => encodeLine('x', { encodng: 'utf8' } as never),
+    'encodeLine: unknown option "encodng" (did you mean "encoding"?)',
+  );
+  typo(
+    () => delimiterDecoder({ delimiter: ';', maxLength: 9, keepDelimeter: true } as never),
+    'delimiterDecoder: unknown option "keepDelimeter" (did you mean "keepDelimiter"?)',
+  );
+  typo(
+    () => delimiterEncoder({ delimiter: ';', maxlength: 9 } as never),
+    'delimiterEncoder: unknown option "maxlength" (did you mean "maxLength"?)',
+  );
+  typo(
+    () => lengthPrefixedDecoder({ maxLength: 9, lengthFeildLength: 2 } as never),
+    'lengthPrefixedDecoder: unknown option "lengthFeildLength" (did you mean "lengthFieldLength"?)',
+  );
+  typo(
+    () => lengthPrefixedEncoder({ littleEndien: true } as never),
+    'lengthPrefixedEncoder: unknown option "littleEndien" (did you mean "littleEndian"?)',
+  );
+  typo(
+    () => healthServer(createServer({ address: ':0', handler: echo }), { adress: ':0' } as never),
+    'healthServer: unknown option "adress" (did you mean "address"?)',
+  );
+  typo(
+    () => supervise({ workres: 2 } as never),
+    'supervise: unknown option "workres" (did you mean "workers"?)',
+  );
+  typo(
+    () => upgrader({ pidfile: '/tmp/x.pid' } as never),
+    'upgrader: unknown option "pidfile" (did you mean "pidFile"?)',
+  );
+  await assert.rejects(
+    serveWorker([], { statInterval: 5 } as never),
+    expectTyped(OPTION, 'serveWorker: unknown option "statInterval" (did you mean "statsInterval"?)'),
+  );
+  const srv = createServer({ address: '127.0.0.1:0', handler: echo });
+  typo(
+    () => instrument(srv, { prefx: 'x_' } as never),
+    'instrument: unknown option "prefx" (did you mean "prefix"?)',
+  );
+  typo(
+    () => shutdownOnSignals(srv, { closeDelya: 5 } as never),
+    'shutdownOnSignals: unknown option "closeDelya" (did you mean "closeDelay"?)',
+  );
+  await assert.rejects(
+    srv.close({ timout: 0 } as never),
+    expectTyped(OPTION, 'close: unknown option "timout" (did you mean "timeout"?)'),
+  );
+  await srv.close();
+});
+
+test('read, readFrame and write refuse a misspelt per-call option, and the connection stays usable', async () => {
+  const seen: string[] = [];
+  const srv = createServer({
+    address: '127.0.0.1:0',
+    handler: async (_ctx, conn) => {
+      for (const call of [
+        () => conn.read({ timout: 5 } as never),
+        () => conn.readFrame(lineDecoder({ maxLength: 9 }), { singal: undefined } as never),
+        () => conn.write('x', { timeOut: 5 } as never),
+      ]) {
+        await call().catch((error: Error & { code?: string }) => seen.push(`${error.code} ${error.message}`));
+      }
+      const line = await conn.readFrame(lineDecoder({ maxLength: 9 }));
+      await conn.write(`${line}\n`);
+    },
+  });
+  const [bound] = await srv.listen();
+  const client = net.connect((bound as { port: number }).port, '127.0.0.1');
+  client.end('ok\n');
+  let reply = '';
+  for await (const chunk of client) reply += chunk;
+  assert.equal(reply, 'ok\n');
+  assert.deepEqual(seen, [
+    'ERR_INVALID_OPTION conn: unknown option "timout" (did you mean "timeout"?)',
+    'ERR_INVALID_OPTION conn: unknown option "singal" (did you mean "signal"?)',
+    'ERR_INVALID_OPTION conn: unknown option "timeOut" (did you mean "timeout"?)',
+  ]);
+  await srv.close();
+  assert.equal(srv.stats().open, 0);
 });

@@ -23,6 +23,7 @@ import {
   ServerClosedError,
 } from '../errors.js';
 import { checkReusePort } from '../listen.js';
+import { checkKeys, type KnownKeys } from '../option-keys.js';
 import type { Logger } from '../options.js';
 import type { ServerStats, ShutdownReport } from '../server.js';
 import { describeValue, duration } from '../timers.js';
@@ -191,6 +192,7 @@ export class Supervisor extends EventEmitter {
     if (!cluster.isPrimary) {
       throw new InvalidOptionError('supervise() runs in the primary process (cluster.isPrimary is false)');
     }
+    checkKeys(options, SUPERVISE_OPTION_KEYS, '', 'supervise: ');
     const workers = options.workers ?? availableParallelism();
     if (!Number.isSafeInteger(workers) || workers < 1) {
       throw new InvalidOptionError(
@@ -708,6 +710,25 @@ export class Supervisor extends EventEmitter {
     }
   }
 }
+
+const SUPERVISE_OPTION_KEYS: KnownKeys<SuperviseOptions> = {
+  workers: true,
+  readyTimeout: true,
+  drainTimeout: true,
+  surge: true,
+  reusePort: true,
+  restartDelay: true,
+  maxRestartDelay: true,
+  maxCrashes: true,
+  crashWindow: true,
+  exitOnCrashLoop: true,
+  restartSignal: true,
+  exec: true,
+  args: true,
+  execArgv: true,
+  env: true,
+  logger: true,
+};
 
 /**
  * Starts `workers` cluster workers of this script (or `exec`) and supervises them. Call it in the

@@ -6,6 +6,7 @@
  */
 import { formatAddress } from '../address.js';
 import { NotSupervisedError } from '../errors.js';
+import { checkKeys, type KnownKeys } from '../option-keys.js';
 import type { Logger } from '../options.js';
 import type { Server, ShutdownReport } from '../server.js';
 import { kReusePort } from '../symbols.js';
@@ -48,6 +49,12 @@ export function workerInfo(): { slot: number; generation: number } | undefined {
   return { slot: Number(process.env[ENV_SLOT]), generation: Number(process.env[ENV_GENERATION] ?? 0) };
 }
 
+const WORKER_OPTION_KEYS: KnownKeys<ServeWorkerOptions> = {
+  statsInterval: true,
+  exit: true,
+  logger: true,
+};
+
 /**
  * Serves `servers` in a worker of `supervise()`, and resolves with their summed shutdown report
  * once they have stopped (after which, by default, the process exits).
@@ -67,6 +74,7 @@ export async function serveWorker(
   servers: Server | readonly Server[],
   options: ServeWorkerOptions = {},
 ): Promise<ShutdownReport> {
+  checkKeys(options, WORKER_OPTION_KEYS, '', 'serveWorker: ');
   if (!isSupervisedWorker()) {
     throw new NotSupervisedError(
       `serveWorker() runs in a worker started by supervise() (${ENV_SLOT} is not set, or there is no IPC channel)`,

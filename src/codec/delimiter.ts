@@ -10,6 +10,7 @@ import {
   InvalidFrameError,
   InvalidOptionError,
 } from '../errors.js';
+import { checkKeys, type KnownKeys } from '../option-keys.js';
 import { BaseDecoder, checkInt, checkMaxLength } from './base.js';
 import type { Decoder, FrameEncoder } from './decoder.js';
 
@@ -33,6 +34,13 @@ export interface DelimiterEncoderOptions {
   /** Refuse (with `FrameTooLargeError`) a payload longer than this many bytes. */
   maxLength?: number;
 }
+
+const DELIMITER_DECODER_KEYS: KnownKeys<DelimiterDecoderOptions> = {
+  delimiter: true,
+  maxLength: true,
+  keepDelimiter: true,
+};
+const DELIMITER_ENCODER_KEYS: KnownKeys<DelimiterEncoderOptions> = { delimiter: true, maxLength: true };
 
 function toDelimiter(value: unknown, where: string): Buffer {
   let delim: Buffer | undefined;
@@ -96,6 +104,7 @@ class DelimiterDecoder extends BaseDecoder<Buffer> {
  * after the last delimiter throw `IncompleteFrameError`.
  */
 export function delimiterDecoder(options: DelimiterDecoderOptions): Decoder<Buffer> {
+  checkKeys(options, DELIMITER_DECODER_KEYS, '', 'delimiterDecoder: ');
   const delim = toDelimiter(options?.delimiter, 'delimiterDecoder');
   const maxLength = checkMaxLength(options.maxLength, 'delimiterDecoder');
   return new DelimiterDecoder(delim, maxLength, options.keepDelimiter === true);
@@ -108,6 +117,7 @@ export function delimiterDecoder(options: DelimiterDecoderOptions): Decoder<Buff
  * above `maxLength`.
  */
 export function delimiterEncoder(options: DelimiterEncoderOptions): FrameEncoder {
+  checkKeys(options, DELIMITER_ENCODER_KEYS, '', 'delimiterEncoder: ');
   const delim = toDelimiter(options?.delimiter, 'delimiterEncoder');
   const max =
     options.maxLength === undefined

@@ -11,6 +11,7 @@ import {
   InvalidFrameError,
   InvalidOptionError,
 } from '../errors.js';
+import { checkKeys, type KnownKeys } from '../option-keys.js';
 import { BaseDecoder, checkInt, checkMaxLength } from './base.js';
 import type { Decoder, FrameEncoder } from './decoder.js';
 
@@ -60,6 +61,21 @@ export interface LengthPrefixedEncoderOptions {
   maxLength?: number;
 }
 
+const DECODER_KEYS: KnownKeys<LengthPrefixedDecoderOptions> = {
+  maxLength: true,
+  lengthFieldLength: true,
+  littleEndian: true,
+  lengthFieldOffset: true,
+  lengthAdjustment: true,
+  initialBytesToStrip: true,
+};
+const ENCODER_KEYS: KnownKeys<LengthPrefixedEncoderOptions> = {
+  lengthFieldLength: true,
+  littleEndian: true,
+  lengthAdjustment: true,
+  maxLength: true,
+};
+
 function checkFieldLength(value: unknown, where: string): LengthFieldLength {
   if (value === undefined) return 4;
   if (value !== 1 && value !== 2 && value !== 4) {
@@ -85,6 +101,7 @@ class LengthPrefixedDecoder extends BaseDecoder<Buffer> {
   constructor(options: LengthPrefixedDecoderOptions) {
     super();
     const where = 'lengthPrefixedDecoder';
+    checkKeys(options, DECODER_KEYS, '', `${where}: `);
     this.#maxLength = checkMaxLength(options.maxLength, where);
     this.#width = checkFieldLength(options.lengthFieldLength, where);
     this.#littleEndian = options.littleEndian === true;
@@ -161,6 +178,7 @@ export function lengthPrefixedDecoder(options: LengthPrefixedDecoderOptions): De
  */
 export function lengthPrefixedEncoder(options: LengthPrefixedEncoderOptions = {}): FrameEncoder {
   const where = 'lengthPrefixedEncoder';
+  checkKeys(options, ENCODER_KEYS, '', `${where}: `);
   const width = checkFieldLength(options.lengthFieldLength, where);
   const littleEndian = options.littleEndian === true;
   const adjustment = checkAdjustment(options.lengthAdjustment, where);

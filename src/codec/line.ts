@@ -5,6 +5,7 @@
  */
 
 import { FrameTooLargeError, InvalidFrameError, InvalidOptionError } from '../errors.js';
+import { checkKeys, type KnownKeys } from '../option-keys.js';
 import { BaseDecoder, checkInt, checkMaxLength } from './base.js';
 import type { Decoder } from './decoder.js';
 
@@ -33,6 +34,9 @@ export interface EncodeLineOptions {
   /** Encoding of a string `text`. Default `'utf8'`. */
   encoding?: BufferEncoding;
 }
+
+const LINE_DECODER_KEYS: KnownKeys<LineDecoderOptions> = { maxLength: true, encoding: true };
+const ENCODE_LINE_KEYS: KnownKeys<EncodeLineOptions> = { maxLength: true, encoding: true };
 
 class LineDecoder<T> extends BaseDecoder<T> {
   readonly #maxLength: number;
@@ -90,6 +94,7 @@ export function lineDecoder(options: LineDecoderOptions & { encoding: null }): D
 export function lineDecoder(options: LineDecoderOptions & { encoding?: BufferEncoding }): Decoder<string>;
 export function lineDecoder(options: LineDecoderOptions): Decoder<string | Buffer>;
 export function lineDecoder(options: LineDecoderOptions): Decoder<string | Buffer> {
+  checkKeys(options, LINE_DECODER_KEYS, '', 'lineDecoder: ');
   const maxLength = checkMaxLength(options?.maxLength, 'lineDecoder');
   const encoding = options.encoding === undefined ? 'utf8' : options.encoding;
   if (encoding === null) return new LineDecoder<Buffer>(maxLength, (line) => line);
@@ -105,6 +110,7 @@ export function lineDecoder(options: LineDecoderOptions): Decoder<string | Buffe
  * is longer than `maxLength` bytes.
  */
 export function encodeLine(text: string | Uint8Array, options: EncodeLineOptions = {}): Buffer {
+  checkKeys(options, ENCODE_LINE_KEYS, '', 'encodeLine: ');
   const encoding = options.encoding ?? 'utf8';
   const len = typeof text === 'string' ? Buffer.byteLength(text, encoding) : text.byteLength;
   if (options.maxLength !== undefined) {
