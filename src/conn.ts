@@ -18,7 +18,10 @@ import {
   AbortedError,
   ConcurrentReadError,
   ConnClosedError,
+  FrameTimeoutError,
+  IdleTimeoutError,
   InvalidOptionError,
+  MinDataRateError,
   ReadTimeoutError,
   WriteTimeoutError,
 } from './errors.js';
@@ -36,9 +39,10 @@ import {
   kFresh,
   kLingerTimeout,
   kOnHandlerError,
-  kOnIdleTimeout,
   kOnLingerTimeout,
   kOnState,
+  kOnTimeout,
+  kReadLimits,
   kRun,
   kServe,
   kWatching,
@@ -59,14 +63,30 @@ export interface IoOptions {
   signal?: AbortSignal;
 }
 
+/** The read limits a connection enforces (docs/architecture.md, "Slow and silent peers"); 0 is off. */
+export interface ReadLimits {
+  /** ms without a byte either way. */
+  readonly idleTimeout: number;
+  /** ms from a frame's first byte to its last. */
+  readonly frameTimeout: number;
+  /** Bytes per second a frame must average once it has taken `grace` ms. */
+  readonly bytesPerSecond: number;
+  readonly grace: number;
+}
+
+/** Why a read limit ended a connection. */
+export type LimitError = IdleTimeoutError | FrameTimeoutError | MinDataRateError;
+
 /** What a connection reports to the server that owns it (module-private symbols, not public API). */
 export interface ConnOwner {
   /** Whether transitions other than `closed` need reporting (someone listens). */
   readonly [kWatching]: boolean;
   /** ms the peer gets to answer our FIN with its own (`lingerTimeout`). */
   readonly [kLingerTimeout]: number;
+  readonly [kReadLimits]: ReadLimits;
   [kOnState](conn: Conn, state: ConnState, prev: ConnState): void;
-  [kOnIdleTimeout](conn: Conn): void;
+  /** A read limit is ending the connection (reported once per connection). */
+  [kOnTimeout](conn: Conn, error: LimitError): void;
   /** The peer did not close its side within `lingerTimeout` after our FIN; it is being dropped. */
   [kOnLingerTimeout](conn: Conn): void;
   /** The handler threw or rejected (the connection is already being destroyed). */
@@ -152,6 +172,15 @@ const NO_WAITERS = Object.freeze([]) as unknown as Waiter[];
 let expireLinger: (conn: Conn) => void;
 const lingering = new DeadlineQueue<Conn>((conn) => expireLinger(conn));
 
+/**
+ * Connections waiting on half a frame while `frameTimeout` or `minDataRate` applies, with when
+ * that frame's first byte came: a map beside the queue, so an idle connection carries no field
+ * for it. The queue's deadline is the next moment a limit could be crossed.
+ */
+const frameStarts = new Map<Conn, number>();
+let checkFrame: (conn: Conn) => void;
+const slowFrames = new DeadlineQueue<Conn>((conn) => checkFrame(conn));
+
 /** Where a socket keeps its Conn, so one set of listener functions serves every connection. */
 const kConn = Symbol('tcpserver.conn');
 type ConnSocket = Socket & { [kConn]: Conn };
@@ -207,6 +236,12 @@ const END_NOW = 1 << 12;
 const RECEIVED = 1 << 13;
 /** Shutdown: no byte came yet; the first one makes this connection end at its next idle moment. */
 const AWAIT_FIRST = 1 << 14;
+/** A read limit ended it whatever it held: input is discarded, the linger starts once our FIN is out. */
+const CUT_OFF = 1 << 15;
+/** A read limit has been reported for this connection (each connection is counted once). */
+const TIMED_OUT = 1 << 16;
+/** A frame in progress is timed (`frameStarts` and `slowFrames` hold this connection). */
+const FRAME_TIMED = 1 << 17;
 
 type Listener = (this: ConnSocket) => void;
 let onData: (this: ConnSocket, chunk: Buffer) => void;
@@ -256,7 +291,7 @@ export class Conn implements AsyncIterable<Buffer> {
   /** PAUSED, EOF, ENDING, ... (see the bit constants above). */
   #flags = 0;
   /** Why I/O can no longer succeed, once known; built lazily for a clean close (see `#failure`). */
-  #closeError: ConnClosedError | undefined;
+  #closeError: Error | undefined;
   /** The pending read's resolving functions: set exactly while a read waits. */
   #readResolve: ((value: unknown) => void) | undefined;
   #readReject: ((error: Error) => void) | undefined;
@@ -346,9 +381,9 @@ export class Conn implements AsyncIterable<Buffer> {
       this[kConn].#onFinish();
     };
     onTimeout = function (this: ConnSocket) {
-      const conn = this[kConn];
-      conn.#owner[kOnIdleTimeout](conn);
+      this[kConn].#onIdleTimeout();
     };
+    checkFrame = (conn) => conn.#checkFrame();
     expireLinger = (conn) => {
       conn.#owner[kOnLingerTimeout](conn);
       conn.#socket.destroy(); // its 'close' finishes the bookkeeping
@@ -425,7 +460,10 @@ export class Conn implements AsyncIterable<Buffer> {
       // Frames already complete in the decoder or in queued input are returned without waiting.
       for (;;) {
         const frame = decoder.next();
-        if (frame !== undefined) return Promise.resolve(frame);
+        if (frame !== undefined) {
+          if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
+          return Promise.resolve(frame);
+        }
         if (this.#queue.length === 0) break;
         decoder.push(this.#take());
       }
@@ -550,7 +588,8 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #handlerFailed(error: unknown): void {
-    this.#afterHandler(true);
+    // A handler that lets a read limit's error escape has not failed: the FIN is on its way.
+    this.#afterHandler((this.#flags & CUT_OFF) === 0 || error !== this.#closeError);
     this.#owner[kOnHandlerError](this, error);
   }
 
@@ -635,6 +674,7 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#queue = NO_CHUNKS;
     this.#queued = 0;
     this.#decoder = undefined;
+    if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
     const resolve = this.#readResolve;
     if (resolve !== undefined) {
       // A read the handler left behind: end it quietly (no decoder error nobody would catch).
@@ -682,6 +722,9 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#readResolve = resolve;
     this.#readReject = capturedReject;
     this.#flags = (this.#flags & ~(READ_ITER | READ_FRAME)) | kind;
+    // Half a frame is already here: it is timed from now (a whole one never reaches this point).
+    if (kind === READ_FRAME && (this.#flags & FRAME_TIMED) === 0 && this.#decoder!.buffered > 0)
+      this.#startFrameClock();
     if (opts !== undefined) {
       this.#readDeadline = this.#arm(opts, 'read', (error) => {
         if (this.#readResolve !== resolve) return; // that read is settled already
@@ -708,7 +751,7 @@ export class Conn implements AsyncIterable<Buffer> {
    * The error for I/O on a closed connection. A clean close builds it only when some call needs
    * it: capturing a stack trace on every close costs churn benchmarks ~10%.
    */
-  #failure(): ConnClosedError {
+  #failure(): Error {
     this.#closeError ??= new ConnClosedError();
     return this.#closeError;
   }
@@ -785,8 +828,13 @@ export class Conn implements AsyncIterable<Buffer> {
         else {
           decoder.push(chunk);
           value = decoder.next();
-          if (value === undefined) return; // a partial frame: keep waiting (the decoder holds bytes)
+          if (value === undefined) {
+            // A partial frame: keep waiting (the decoder holds bytes), timed from its first byte.
+            if ((flags & FRAME_TIMED) === 0 && decoder.buffered > 0) this.#startFrameClock();
+            return;
+          }
         }
+        if ((flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
       } catch (error) {
         const reject = this.#readReject!;
         this.#readDone();
@@ -862,9 +910,119 @@ export class Conn implements AsyncIterable<Buffer> {
     lingering.add(this, performance.now() + timeout);
   }
 
+  /**
+   * No byte either way for `idleTimeout` ms. An idle connection ends gracefully, as a shutdown
+   * would end it. One that holds anything (half a frame, unread input, a handler at work) is cut
+   * off: waiting for its next idle moment could wait forever. One already closing (our FIN is
+   * out, or its writes never drain) is dropped. Reported once per connection.
+   */
+  #onIdleTimeout(): void {
+    const flags = this.#flags;
+    if ((flags & CLOSED) !== 0) return;
+    if ((flags & TIMED_OUT) !== 0 || this.#state === 'closing') {
+      if ((flags & TIMED_OUT) === 0) this.#report(this.#idleError());
+      this.#socket.destroy();
+      return;
+    }
+    const error = this.#idleError();
+    this.#report(error);
+    if (this.#readResolve !== undefined && this.#canIdle()) this[kEndWhenIdle](error);
+    else this.#cutOff(error);
+  }
+
+  #idleError(): IdleTimeoutError {
+    return new IdleTimeoutError(this.#owner[kReadLimits].idleTimeout);
+  }
+
+  /** Tells the owner a read limit ends this connection, once. */
+  #report(error: LimitError): void {
+    this.#flags |= TIMED_OUT;
+    this.#owner[kOnTimeout](this, error);
+  }
+
+  /**
+   * Ends the connection now, whatever it holds, because a read limit was crossed: input held or
+   * queued is dropped, the pending read rejects with `error` (so does any later I/O), `ctx.signal`
+   * aborts, and the connection sends its FIN if its writes can flush (the linger then bounds the
+   * wait for the peer's), or is destroyed if a write waits for a peer that does not read.
+   */
+  #cutOff(error: LimitError): void {
+    this.#flags |= CUT_OFF | ENDING;
+    this[kCtx][kCancel](error);
+    this.#closeError ??= error;
+    if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
+    this.#queue = NO_CHUNKS;
+    this.#queued = 0;
+    this.#decoder = undefined;
+    const reject = this.#readReject;
+    if (reject !== undefined) {
+      this.#readDone();
+      reject(this.#closeError);
+    }
+    const socket = this.#socket;
+    if ((this.#flags & PAUSED) !== 0) {
+      this.#flags &= ~PAUSED;
+      socket.resume(); // read (and discard) until the peer's FIN
+    }
+    if (this.#writers.length > 0 || socket.writableNeedDrain) {
+      socket.destroy();
+      return;
+    }
+    void this.end();
+    if (socket.writableFinished) this.#startLinger();
+  }
+
+  /** Half a frame has arrived and a read waits for the rest: time it, if a frame limit applies. */
+  #startFrameClock(): void {
+    const { frameTimeout, bytesPerSecond, grace } = this.#owner[kReadLimits];
+    if (frameTimeout === 0 && bytesPerSecond === 0) return;
+    const now = performance.now();
+    this.#flags |= FRAME_TIMED;
+    frameStarts.set(this, now);
+    slowFrames.add(
+      this,
+      now +
+        (frameTimeout === 0 ? grace : bytesPerSecond === 0 ? frameTimeout : Math.min(frameTimeout, grace)),
+    );
+  }
+
+  #stopFrameClock(): void {
+    this.#flags &= ~FRAME_TIMED;
+    frameStarts.delete(this);
+    slowFrames.delete(this);
+  }
+
+  /**
+   * A frame limit may have been crossed: past `frameTimeout`, or averaging under the minimum
+   * rate once past its grace. Otherwise the check moves to the next moment one could be: the
+   * deadline, or when the bytes received so far would fall under the rate.
+   */
+  #checkFrame(): void {
+    const start = frameStarts.get(this)!;
+    const { frameTimeout, bytesPerSecond, grace } = this.#owner[kReadLimits];
+    const now = performance.now();
+    const elapsed = now - start;
+    const received = (this.#decoder?.buffered ?? 0) + this.#queued;
+    let error: LimitError | undefined;
+    if (frameTimeout > 0 && elapsed >= frameTimeout) error = new FrameTimeoutError(frameTimeout, received);
+    else if (bytesPerSecond > 0 && elapsed >= grace && received < (bytesPerSecond * elapsed) / 1000)
+      error = new MinDataRateError(bytesPerSecond, received, elapsed);
+    if (error !== undefined) {
+      this.#stopFrameClock();
+      if ((this.#flags & TIMED_OUT) === 0) this.#report(error);
+      this.#cutOff(error);
+      return;
+    }
+    let next = frameTimeout > 0 ? start + frameTimeout : Number.POSITIVE_INFINITY;
+    if (bytesPerSecond > 0)
+      next = Math.min(next, Math.max(start + grace, start + (received * 1000) / bytesPerSecond, now + 1));
+    slowFrames.add(this, next);
+  }
+
   #onData(chunk: Buffer): void {
     const flags = this.#flags;
-    if ((flags & HANDLER_DONE) !== 0) return; // nobody will read it: discard while the connection closes
+    // Nobody will read it: discard while the connection closes.
+    if ((flags & (HANDLER_DONE | CUT_OFF)) !== 0) return;
     // The first chunk only: mark the connection as heard from and, if a shutdown is waiting for
     // its first request, let it end once that is answered. Later chunks skip the write.
     if ((flags & (RECEIVED | AWAIT_FIRST)) !== RECEIVED) {
@@ -913,13 +1071,14 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#settleFinished();
     // Every byte is flushed: writes still waiting (a Writable emits no 'drain' once ending) are done.
     this.#onDrain();
-    if ((this.#flags & HANDLER_DONE) !== 0) this.#startLinger();
+    if ((this.#flags & (HANDLER_DONE | CUT_OFF)) !== 0) this.#startLinger();
   }
 
   #onClose(): void {
     this.#flags |= CLOSED;
     this.#settleFinished();
     if ((this.#flags & LINGERING) !== 0) lingering.delete(this);
+    if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
     const reject = this.#readReject;
     if (reject !== undefined) {
       if ((this.#flags & EOF) !== 0) this.#settleRead(null);

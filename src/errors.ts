@@ -77,10 +77,39 @@ export class WriteTimeoutError extends TcpServerError {
   }
 }
 
-/** `ctx.signal`'s reason when a connection is ended for `idleTimeout`. */
+/**
+ * A connection was ended for `idleTimeout`: `ctx.signal`'s reason, and what its pending read (and
+ * any later I/O) rejects with when it was ended holding half a frame or unread input.
+ */
 export class IdleTimeoutError extends TcpServerError {
   constructor(timeout: number) {
     super('ERR_IDLE_TIMEOUT', `no bytes either way for ${timeout} ms`);
+  }
+}
+
+/**
+ * A frame took longer than `frameTimeout` to arrive once its first byte had: the connection is
+ * ended, and its pending `readFrame` (and any later I/O) rejects with this.
+ */
+export class FrameTimeoutError extends TcpServerError {
+  constructor(timeout: number, buffered: number) {
+    super(
+      'ERR_FRAME_TIMEOUT',
+      `frame not complete ${timeout} ms after its first byte (${buffered} bytes received)`,
+    );
+  }
+}
+
+/**
+ * A long frame arrived slower than `minDataRate.bytesPerSecond` once past its grace period: the
+ * connection is ended, and its pending `readFrame` (and any later I/O) rejects with this.
+ */
+export class MinDataRateError extends TcpServerError {
+  constructor(bytesPerSecond: number, received: number, elapsed: number) {
+    super(
+      'ERR_MIN_DATA_RATE',
+      `frame arriving at ${Math.round((received * 1000) / elapsed)} bytes/s (${received} bytes in ${Math.round(elapsed)} ms), under the minimum of ${bytesPerSecond} bytes/s`,
+    );
   }
 }
 

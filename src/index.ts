@@ -27,11 +27,13 @@ export { Conn } from './conn.js';
 export { Context } from './context.js';
 export { channels } from './diagnostics.js';
 export * from './errors.js';
+export type { FdUsage } from './fd-watch.js';
 export type { HealthAddress, HealthServer, HealthServerOptions, HealthTarget } from './health.js';
 export { healthServer } from './health.js';
 export type { Handler, ListenerOption, Logger, MinDataRate, Option, ServerOptions } from './options.js';
 export {
   address,
+  fdCheckInterval,
   firstRequestGrace,
   frameTimeout,
   handler,
@@ -72,7 +74,7 @@ export {
   parseProxyHeader,
 } from './proxy-protocol.js';
 export type { ProxyFailure, ProxyProtocolOptions } from './proxy-stage.js';
-export type { CloseOptions, ServerStats, ShutdownReport } from './server.js';
+export type { CloseOptions, FdRecoveredInfo, ServerStats, ShutdownReport } from './server.js';
 export { Server } from './server.js';
 export type {
   ShutdownOnSignalsOptions,

@@ -118,7 +118,10 @@ export function instrument(srv: MetricsTarget, options: InstrumentOptions = {}):
     forced: name('connections_forced_total'),
     errors: name('handler_errors_total'),
     idleTimeouts: name('idle_timeouts_total'),
+    frameTimeouts: name('frame_timeouts_total'),
+    minDataRateTimeouts: name('min_data_rate_timeouts_total'),
     lingerTimeouts: name('linger_timeouts_total'),
+    fdExhaustions: name('fd_exhaustions_total'),
     refused: name('connections_refused_total'),
     connDuration: name('connection_duration_seconds'),
     shutdownDuration: name('shutdown_duration_seconds'),
@@ -169,10 +172,21 @@ export function instrument(srv: MetricsTarget, options: InstrumentOptions = {}):
   fromStats(n.forced, 'Connections destroyed at a shutdown deadline.', 'forced');
   fromStats(n.errors, 'Connection handlers that threw or rejected.', 'errors');
   fromStats(n.idleTimeouts, 'Connections closed by idleTimeout.', 'idleTimeouts');
+  fromStats(n.frameTimeouts, 'Connections closed: a frame took longer than frameTimeout.', 'frameTimeouts');
+  fromStats(
+    n.minDataRateTimeouts,
+    'Connections closed: a frame arrived slower than minDataRate.',
+    'minDataRateTimeouts',
+  );
   fromStats(
     n.lingerTimeouts,
     'Connections dropped: no FIN from the peer within lingerTimeout of ours.',
     'lingerTimeouts',
+  );
+  fromStats(
+    n.fdExhaustions,
+    'Times the process ran out of file descriptors while serving (libuv then closes new connections unseen).',
+    'fdExhaustions',
   );
   const refused: Counter = new Counter({
     name: n.refused,

@@ -62,7 +62,7 @@ export interface ServerOptions {
    * The slowest a long frame may arrive (`readFrame` and `frames()`), as Kestrel's
    * `MinRequestBodyDataRate`: once a frame has taken `grace` ms (default 5000), it must have
    * come at `bytesPerSecond` or faster on average, or the pending read rejects with
-   * `ERR_DATA_RATE` and the connection is ended. Off by default.
+   * `ERR_MIN_DATA_RATE` and the connection is ended. Off by default.
    */
   minDataRate?: MinDataRate;
   /**
@@ -97,6 +97,13 @@ export interface ServerOptions {
    * dropped (nginx's `lingering_timeout`). Default 2000; `Infinity` waits as long as the peer does.
    */
   lingerTimeout?: number;
+  /**
+   * How often, in ms, the server checks the process's descriptors against its limit while it
+   * serves (Linux, from `/proc`): running out makes libuv close waiting connections unseen, and
+   * this makes it visible as the `'fdExhausted'` and `'fdRecovered'` events and
+   * `stats().fdExhaustions`. Default 1000; `0` disables it.
+   */
+  fdCheckInterval?: number;
   /** Uniform random numbers in [0, 1) for spread closing and age jitter. Default `Math.random`. */
   random?: Random;
   /**
@@ -137,8 +144,8 @@ export interface ResolvedOptions {
   maxConnections: number;
   idleTimeout: number;
   frameTimeout: number;
-  /** Bytes per ms (0: no minimum) and the grace in ms. */
-  minDataRate: { bytesPerMs: number; grace: number };
+  /** `bytesPerSecond` 0: no minimum. */
+  minDataRate: { bytesPerSecond: number; grace: number };
   maxConnectionAge: number;
   handshakeTimeout: number;
   proxyProtocol: ResolvedProxyOptions | undefined;
@@ -146,6 +153,7 @@ export interface ResolvedOptions {
   shutdownSpread: number;
   firstRequestGrace: number;
   lingerTimeout: number;
+  fdCheckInterval: number;
   random: Random;
   reusePort: boolean;
   noDelay: boolean;
@@ -173,6 +181,7 @@ const SERVER_OPTION_KEYS: KnownKeys<ServerOptions> = {
   shutdownSpread: true,
   firstRequestGrace: true,
   lingerTimeout: true,
+  fdCheckInterval: true,
   random: true,
   reusePort: true,
   noDelay: true,
@@ -257,6 +266,11 @@ export const firstRequestGrace =
   (ms: number): Option =>
   (o) =>
     void (o.firstRequestGrace = ms);
+/** Sets {@link ServerOptions.fdCheckInterval}. */
+export const fdCheckInterval =
+  (ms: number): Option =>
+  (o) =>
+    void (o.fdCheckInterval = ms);
 /** Sets {@link ServerOptions.lingerTimeout}. */
 export const lingerTimeout =
   (ms: number): Option =>
@@ -354,6 +368,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     shutdownSpread: duration('shutdownSpread', options.shutdownSpread ?? 0, false),
     firstRequestGrace: duration('firstRequestGrace', options.firstRequestGrace ?? 1_000, false),
     lingerTimeout: duration('lingerTimeout', options.lingerTimeout ?? 2_000, true),
+    fdCheckInterval: duration('fdCheckInterval', options.fdCheckInterval ?? 1_000, false),
     random: options.random ?? Math.random,
     reusePort: reuse,
     noDelay: options.noDelay ?? true,
@@ -376,7 +391,7 @@ export function applyOptions(list: readonly Option[]): ServerOptions {
 }
 
 function resolveMinDataRate(value: MinDataRate | undefined): ResolvedOptions['minDataRate'] {
-  if (value === undefined) return { bytesPerMs: 0, grace: 0 };
+  if (value === undefined) return { bytesPerSecond: 0, grace: 0 };
   if (value === null || typeof value !== 'object') {
     throw new InvalidOptionError(
       `minDataRate must be an object { bytesPerSecond, grace }, got ${describe(value)}`,
@@ -389,7 +404,7 @@ function resolveMinDataRate(value: MinDataRate | undefined): ResolvedOptions['mi
       `minDataRate.bytesPerSecond must be a positive number, got ${describe(rate)}`,
     );
   }
-  return { bytesPerMs: rate / 1000, grace: duration('minDataRate.grace', value.grace ?? 5_000, false) };
+  return { bytesPerSecond: rate, grace: duration('minDataRate.grace', value.grace ?? 5_000, false) };
 }
 
 function checkListener(value: unknown): void {

@@ -14,6 +14,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Server as NetServer, Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import {
   type AcceptHost,
   AcceptPipeline,
@@ -22,9 +23,10 @@ import {
   type RejectReason,
 } from './accept.js';
 import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
-import type { Conn, ConnOwner, ConnState } from './conn.js';
+import type { Conn, ConnOwner, ConnState, LimitError, ReadLimits } from './conn.js';
 import { channels } from './diagnostics.js';
-import { ConnClosedError, IdleTimeoutError, InvalidOptionError, ServerClosedError } from './errors.js';
+import { ConnClosedError, InvalidOptionError, ServerClosedError } from './errors.js';
+import { type FdUsage, watchFds } from './fd-watch.js';
 import {
   bindListener,
   listenerFor,
@@ -39,14 +41,14 @@ import {
   kAdoptFd,
   kCancelReason,
   kCtx,
-  kEndWhenIdle,
   kHandOff,
   kLingerTimeout,
   kListeners,
   kOnHandlerError,
-  kOnIdleTimeout,
   kOnLingerTimeout,
   kOnState,
+  kOnTimeout,
+  kReadLimits,
   kReusePort,
   kWatching,
 } from './symbols.js';
@@ -76,10 +78,25 @@ export interface ServerStats {
   forced: number;
   /** Handlers that threw or rejected (a peer closing the connection under them is not counted). */
   errors: number;
-  /** Connections ended by `idleTimeout`. */
+  /** Connections ended by `idleTimeout` (gracefully when idle, cut off when holding half a frame). */
   idleTimeouts: number;
+  /** Connections ended because a frame took longer than `frameTimeout`. */
+  frameTimeouts: number;
+  /** Connections ended because a frame arrived slower than `minDataRate`. */
+  minDataRateTimeouts: number;
   /** Connections dropped because the peer did not answer our FIN within `lingerTimeout`. */
   lingerTimeouts: number;
+  /**
+   * Times the process ran out of file descriptors while this server served (each episode once,
+   * from `'fdExhausted'` to `'fdRecovered'`). Connections libuv closed meanwhile are counted
+   * nowhere: Node never sees them.
+   */
+  fdExhaustions: number;
+}
+
+/** The payload of `'fdRecovered'`: the descriptors now, and how long they had run out. */
+export interface FdRecoveredInfo extends FdUsage {
+  readonly durationMs: number;
 }
 
 /** Options of {@link Server.close}. */
@@ -104,7 +121,8 @@ const noop = (): void => {};
  *
  * Events: `'listening'` (addresses), `'connState'` (conn, state, prev), `'handlerError'`
  * (error, conn), `'rejected'` (socket, reason), `'refused'` (conn, reason, error), `'acceptError'`
- * (error), `'ready'` (boolean), `'shutdown'` ({ timeout }), `'close'` (report). It never emits
+ * (error), `'timeout'` (conn, error), `'fdExhausted'` ({ open, limit }), `'fdRecovered'`
+ * ({ open, limit, durationMs }), `'ready'` (boolean), `'shutdown'` ({ timeout }), `'close'` (report). It never emits
  * `'error'`.
  */
 export class Server extends EventEmitter implements ConnOwner {
@@ -136,13 +154,21 @@ export class Server extends EventEmitter implements ConnOwner {
     forced: 0,
     errors: 0,
     idleTimeouts: 0,
+    frameTimeouts: 0,
+    minDataRateTimeouts: 0,
     lingerTimeouts: 0,
+    fdExhaustions: 0,
   };
+  readonly #readLimits: ReadLimits;
   readonly #refused = Object.fromEntries(REFUSE_REASONS.map((reason) => [reason, 0])) as Record<
     RefuseReason,
     number
   >;
   #shutdown: Shutdown | undefined;
+  /** Stops the descriptor watch (set while serving with `fdCheckInterval`). */
+  #unwatchFds: (() => void) | undefined;
+  /** When the descriptors ran out (`performance.now()`), while they are. */
+  #fdExhaustedAt: number | undefined;
   /** A state change is being announced; changes made meanwhile wait in `#deferred`. */
   #notifying = false;
   readonly #deferred: Array<{ conn: Conn; state: ConnState; prev: ConnState }> = [];
@@ -155,6 +181,11 @@ export class Server extends EventEmitter implements ConnOwner {
     super();
     this.#options = options;
     this.#reusePort = options.reusePort;
+    this.#readLimits = {
+      idleTimeout: options.idleTimeout,
+      frameTimeout: options.frameTimeout,
+      ...options.minDataRate,
+    };
     this.name = options.name;
     this.#accept = new AcceptPipeline(this.#acceptHost(), options);
     this.serving = new Promise<void>((resolve, reject) => {
@@ -350,14 +381,26 @@ export class Server extends EventEmitter implements ConnOwner {
     return this.#options.lingerTimeout;
   }
 
-  /** A connection saw no bytes either way for `idleTimeout` ms. */
-  [kOnIdleTimeout](conn: Conn): void {
-    this.#totals.idleTimeouts++;
-    this.#options.logger?.debug({ conn: conn.id }, 'idle timeout');
-    // Stuck (a write the peer never drains, or a peer that never closes after our FIN): drop it.
-    // Otherwise end it the graceful way, as a shutdown would.
-    if (conn.state === 'closing' || conn.needsDrain) conn.destroy();
-    else conn[kEndWhenIdle](new IdleTimeoutError(this.#options.idleTimeout));
+  get [kReadLimits](): ReadLimits {
+    return this.#readLimits;
+  }
+
+  /**
+   * A read limit ends a connection: silent for `idleTimeout`, or a frame slower than
+   * `frameTimeout` / `minDataRate` (a slow or dripping peer, which is worth a warning).
+   */
+  [kOnTimeout](conn: Conn, error: LimitError): void {
+    const logger = this.#options.logger;
+    if (error.code === 'ERR_IDLE_TIMEOUT') {
+      this.#totals.idleTimeouts++;
+      logger?.debug({ conn: conn.id }, 'idle timeout');
+    } else {
+      if (error.code === 'ERR_FRAME_TIMEOUT') this.#totals.frameTimeouts++;
+      else this.#totals.minDataRateTimeouts++;
+      logger?.warn({ conn: conn.id, remote: conn.remoteAddress, err: error }, 'slow frame: connection ended');
+    }
+    if (channels.timeout.hasSubscribers) channels.timeout.publish({ server: this, conn, error });
+    if (this.listenerCount('timeout') > 0) this.emit('timeout', conn, error);
   }
 
   [kOnLingerTimeout](conn: Conn): void {
@@ -441,6 +484,8 @@ export class Server extends EventEmitter implements ConnOwner {
       return this.addresses();
     }
     this.#phase = 'serving';
+    if (this.#options.fdCheckInterval > 0)
+      this.#unwatchFds = watchFds(this.#options.fdCheckInterval, (usage) => this.#onFdUsage(usage));
     const addresses = this.addresses();
     this.#options.logger?.info({ name: this.name, addresses: addresses.map(formatAddress) }, 'listening');
     if (channels.listening.hasSubscribers) channels.listening.publish({ server: this, addresses });
@@ -478,7 +523,35 @@ export class Server extends EventEmitter implements ConnOwner {
     return formatAddress({ network: spec.network, host: spec.host ?? '', port: spec.port });
   }
 
+  /**
+   * One sample of the process's descriptors: reports the moment they run out and the moment
+   * they are back, never in between (docs/architecture.md, "Descriptor exhaustion").
+   */
+  #onFdUsage(usage: FdUsage): void {
+    const exhausted = usage.open >= usage.limit;
+    const since = this.#fdExhaustedAt;
+    if (exhausted === (since !== undefined)) return;
+    const { open, limit } = usage;
+    const logger = this.#options.logger;
+    if (exhausted) {
+      this.#fdExhaustedAt = performance.now();
+      this.#totals.fdExhaustions++;
+      const info: FdUsage = { open, limit };
+      logger?.warn(info, 'file descriptors exhausted: new connections are closed as they arrive');
+      if (channels.fdExhausted.hasSubscribers) channels.fdExhausted.publish({ server: this, ...info });
+      this.emit('fdExhausted', info);
+    } else {
+      this.#fdExhaustedAt = undefined;
+      const info: FdRecoveredInfo = { open, limit, durationMs: performance.now() - since! };
+      logger?.info(info, 'file descriptors available again');
+      if (channels.fdRecovered.hasSubscribers) channels.fdRecovered.publish({ server: this, ...info });
+      this.emit('fdRecovered', info);
+    }
+  }
+
   #closeListeners(): void {
+    this.#unwatchFds?.();
+    this.#unwatchFds = undefined;
     for (const listener of this.#listeners) {
       const { server } = listener;
       server.off('connection', this.#accept.onConnection);

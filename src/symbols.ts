@@ -27,7 +27,10 @@ export const kCancelReason = Symbol('tcpserver.cancelReason');
 /** Owner (server) hooks a `Conn` reports to. */
 export const kOnState = Symbol('tcpserver.onState');
 export const kWatching = Symbol('tcpserver.watching');
-export const kOnIdleTimeout = Symbol('tcpserver.onIdleTimeout');
+/** Owner: the connection was ended by `idleTimeout`, `frameTimeout` or `minDataRate`. */
+export const kOnTimeout = Symbol('tcpserver.onTimeout');
+/** Owner: `idleTimeout`, `frameTimeout` and `minDataRate`, as a `Conn` applies them. */
+export const kReadLimits = Symbol('tcpserver.readLimits');
 export const kOnLingerTimeout = Symbol('tcpserver.onLingerTimeout');
 export const kOnHandlerError = Symbol('tcpserver.onHandlerError');
 export const kLingerTimeout = Symbol('tcpserver.lingerTimeout');

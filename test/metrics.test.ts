@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Registry, register } from 'prom-client';
-import { InvalidOptionError, type Server } from '../src/index.js';
+import { InvalidOptionError, lineDecoder, type Server } from '../src/index.js';
 import { instrument } from '../src/metrics.js';
 import { connect, readBytes, startServer, waitForStats } from './helpers.js';
 
@@ -113,6 +113,43 @@ describe('instrument()', () => {
     await new Promise((r) => sock.once('close', r)); // ended by the server after 50 ms of silence
     await waitForStats(srv, (s) => s.idleTimeouts === 1 && s.open === 0);
     assert.equal(sample(await registry.metrics(), 'tcpserver_idle_timeouts_total'), 1);
+    await srv.close();
+  });
+
+  it('exports every stats() counter, the read limits and descriptor exhaustion among them', async (t) => {
+    const { srv, port } = await startServer({
+      frameTimeout: 100,
+      minDataRate: { bytesPerSecond: 1_000_000, grace: 50 },
+      handler: async (_ctx, conn) =>
+        void (await conn.readFrame(lineDecoder({ maxLength: 64 })).catch(() => {})),
+    });
+    const registry = new Registry();
+    t.after(instrument(srv, { registry }).dispose);
+    const sock = await connect(port);
+    sock.write('half a line'); // under the rate after its 50 ms grace
+    await new Promise((r) => sock.once('close', r));
+    await waitForStats(srv, (s) => s.open === 0);
+    const text = await registry.metrics();
+    const stats = srv.stats();
+    assert.equal(stats.minDataRateTimeouts, 1);
+    const metricOf: Record<string, string> = {
+      accepted: 'connections_accepted_total',
+      rejected: 'connections_rejected_total',
+      closed: 'connections_closed_total',
+      forced: 'connections_forced_total',
+      errors: 'handler_errors_total',
+      idleTimeouts: 'idle_timeouts_total',
+      frameTimeouts: 'frame_timeouts_total',
+      minDataRateTimeouts: 'min_data_rate_timeouts_total',
+      lingerTimeouts: 'linger_timeouts_total',
+      fdExhaustions: 'fd_exhaustions_total',
+    };
+    const gauges = ['open', 'new', 'active', 'idle', 'closing', 'refused'];
+    for (const [key, value] of Object.entries(stats)) {
+      if (gauges.includes(key)) continue;
+      assert.ok(metricOf[key], `stats().${key} has no metric`);
+      assert.equal(sample(text, `tcpserver_${metricOf[key]}`), value, key);
+    }
     await srv.close();
   });
 

@@ -17,6 +17,7 @@ import {
   delimiterDecoder,
   delimiterEncoder,
   encodeLine,
+  fdCheckInterval,
   firstRequestGrace,
   frameTimeout,
   type Handler,
@@ -77,6 +78,7 @@ const OPTION_FUNCTIONS: Record<keyof ServerOptions, (value: never) => Option> = 
   shutdownTimeout,
   shutdownSpread,
   lingerTimeout,
+  fdCheckInterval,
   firstRequestGrace,
   random,
   reusePort,
@@ -329,6 +331,12 @@ const BAD: BadCase[] = [
     options: (port) => tcp(port, { lingerTimeout: -1 }),
     error: OPTION,
     names: () => 'lingerTimeout must be a number of ms from 0 to 2147483647, or Infinity, got -1',
+  },
+  {
+    title: 'a negative fdCheckInterval',
+    options: (port) => tcp(port, { fdCheckInterval: -1 }),
+    error: OPTION,
+    names: () => 'fdCheckInterval must be a number of ms from 0 to 2147483647, got -1',
   },
   {
     title: 'an infinite shutdownSpread',

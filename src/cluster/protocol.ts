@@ -60,7 +60,10 @@ export function zeroStats(): ServerStats {
     forced: 0,
     errors: 0,
     idleTimeouts: 0,
+    frameTimeouts: 0,
+    minDataRateTimeouts: 0,
     lingerTimeouts: 0,
+    fdExhaustions: 0,
   };
 }
 
