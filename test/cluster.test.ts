@@ -20,7 +20,7 @@ import {
 } from '../src/cluster/index.js';
 import { createServer, InvalidOptionError } from '../src/index.js';
 import { freePorts, Proc, sleep, within } from './fixtures/haproxy-cluster.js';
-import { askLine, failOnUnhandledRejections, isAlive } from './helpers.js';
+import { askLine, failOnUnhandledRejections, isAlive, SS, skipWithout } from './helpers.js';
 
 failOnUnhandledRejections();
 
@@ -258,6 +258,7 @@ describe('supervise() and serveWorker() in real processes', () => {
   });
 
   test('reusePort: every worker binds the port itself, or a typed error where unsupported', {
+    skip: REUSE_PORT_SUPPORTED && skipWithout(SS), // ss lists who owns each listening socket
     timeout: 30_000,
   }, async () => {
     const { proc, port } = await app({ WORKERS: '2', REUSE_PORT: '1' });

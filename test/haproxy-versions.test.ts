@@ -4,17 +4,13 @@
  * Without haproxy the test is skipped with a message, except under CI=true where it fails.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { collect, freePort, startServer, stopAndCheck } from './helpers.js';
-
-const missing = spawnSync('sh', ['-c', 'command -v haproxy']).status !== 0;
-const why = 'haproxy is not installed (Debian package haproxy)';
-if (missing && process.env.CI === 'true') throw new Error(`${why}: required under CI=true`);
+import { collect, freePort, HAPROXY, skipWithout, startServer, stopAndCheck } from './helpers.js';
 
 /** Connects to HAProxy's `port` until it accepts (it is starting), within 10 s. */
 async function ask(port: number): Promise<{ reply: string; localPort: number }> {
@@ -35,7 +31,7 @@ async function ask(port: number): Promise<{ reply: string; localPort: number }> 
 }
 
 test('HAProxy send-proxy (v1) and send-proxy-v2: the backend sees the client, not HAProxy', {
-  skip: missing && why,
+  skip: skipWithout(HAPROXY),
 }, async () => {
   const { srv, port } = await startServer({
     proxyProtocol: { trusted: ['127.0.0.1'] },

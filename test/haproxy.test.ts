@@ -20,21 +20,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import {
-  assertTools,
   Backend,
   cleanupsAfter,
   freePorts,
-  HAPROXY,
   Haproxy,
   haproxyCommand,
   haproxyConfig,
   RespConnection,
-  skipWithout,
   sleep,
   waitStatus,
   within,
 } from './fixtures/haproxy-cluster.js';
 import { startLoad } from './fixtures/rr-load.js';
+import { HAPROXY, skipWithout } from './helpers.js';
 
 // Timings. HAProxy notices a failing /readyz within (FALL + 1) x INTER; the close delay must be
 // longer, with a margin, so HAProxy stops sending new connections before the listener closes.
@@ -67,7 +65,6 @@ describe('behind a real HAProxy (PROXY v2, /readyz checks)', () => {
     skip: skipWithout(HAPROXY),
     timeout: 60_000,
   }, async () => {
-    assertTools(HAPROXY);
     assert.ok(CLOSE_DELAY_MS > (FALL + 1) * INTER_MS + 300, 'close delay longer than detection, with margin');
     const began = performance.now();
 

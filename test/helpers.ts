@@ -3,13 +3,13 @@
  * and check that nothing leaked. One helper serves every test file.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after } from 'node:test';
+import { delimiter, join } from 'node:path';
+import { after, test } from 'node:test';
 import { createServer, type Server, type ServerOptions } from '../src/index.js';
 
 /** Starts a server on 127.0.0.1:0 (unless `address`/`network` say otherwise) and returns it with its port. */
@@ -133,14 +133,108 @@ export async function assertPortFree(port: number): Promise<void> {
 }
 
 /**
+ * Something a test needs from the machine: a command on PATH, or a capability (root, a kernel
+ * setting...). Tests never probe for one themselves: they declare it with {@link skipWithout}.
+ */
+export interface Requirement {
+  /** Whether the machine has it (probed on first use, then remembered). */
+  readonly available: boolean;
+  /** What is missing and how to get it, for the skip (or, under `CI=true`, the failure) message. */
+  readonly missing: string;
+}
+
+/** A {@link Requirement} that `probe` checks, once, the first time a test asks. */
+export function requirement(missing: string, probe: () => boolean): Requirement {
+  let available: boolean | undefined;
+  return {
+    missing,
+    get available() {
+      available ??= probe();
+      return available;
+    },
+  };
+}
+
+/** True when `command args` runs and exits 0 (within 10 s). */
+export function runs(command: string, args: string[]): boolean {
+  try {
+    execFileSync(command, args, { stdio: 'ignore', timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when `name` is an executable file in a directory of `PATH` (what `command -v` finds). */
+export function onPath(name: string, path = process.env.PATH ?? ''): boolean {
+  return path.split(delimiter).some((dir) => {
+    if (dir === '') return false;
+    try {
+      const file = join(dir, name);
+      accessSync(file, constants.X_OK);
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A command the tests run, found on PATH, and the Debian package (installed by .ci/run) that has it. */
+export function command(name: string, debianPackage: string): Requirement {
+  return requirement(`${name} not found on PATH (apt-get install ${debianPackage})`, () => onPath(name));
+}
+
+export const HAPROXY = command('haproxy', 'haproxy');
+export const OPENSSL = command('openssl', 'openssl');
+export const REDIS_CLI = command('redis-cli', 'redis-tools');
+export const REDIS_BENCHMARK = command('redis-benchmark', 'redis-tools');
+export const SCRIPT = command('script', 'bsdutils');
+export const SS = command('ss', 'iproute2');
+export const SYSTEMD_ANALYZE = command('systemd-analyze', 'systemd');
+export const SYSTEMD_SOCKET_ACTIVATE = command('systemd-socket-activate', 'systemd');
+export const PYYAML = requirement('python3 with PyYAML not found (apt-get install python3-yaml)', () =>
+  runs('python3', ['-c', 'import yaml']),
+);
+
+/**
+ * The one way a test depends on a tool or capability: `test(name, { skip: skipWithout(HAPROXY) }, ...)`
+ * (or `describe(...)`), called while the tests are declared. When everything is there it returns
+ * `false` and the test runs. When something is missing it returns the message, and the test is
+ * skipped with it. Under `CI=true` (read at each call) a missing requirement fails the run: CI
+ * installs everything the tests need (.ci/run). Next to the test it declares one more, named
+ * `required when CI=true: <message>`, that fails with the message (once per missing requirement
+ * and test file), prints the message to stderr and sets a failing exit code (so that a name
+ * pattern leaving that test out still fails); the tests that need it do not run (they would only
+ * fail later, less clearly, or wait out their timeouts), and every other test still does.
+ */
+export function skipWithout(...needs: Requirement[]): string | false {
+  const missing = needs.filter((need) => !need.available).map((need) => need.missing);
+  if (missing.length === 0) return false;
+  const message = missing.join('; ');
+  if (process.env.CI !== 'true') return message;
+  if (!failedUnderCi.has(message)) {
+    failedUnderCi.add(message);
+    const error = `${message}: required when CI=true (.ci/run sets up everything the tests need)`;
+    // The exit code fails the file even where --test-name-pattern or --test-only leaves out the test.
+    process.exitCode = 1;
+    process.stderr.write(`${error}\n`);
+    test(`required when CI=true: ${message}`, () => {
+      throw new Error(error);
+    });
+  }
+  return `${message} (CI=true: this fails the run)`;
+}
+
+const failedUnderCi = new Set<string>();
+
+/**
  * A throwaway self-signed certificate (EC P-256, valid for localhost, 127.0.0.1 and ::1) made with
- * the openssl CLI. A string means "skip: no openssl" (outside CI; under `CI=true` it throws).
+ * the openssl CLI. Without openssl, `skipWithout(OPENSSL)`'s message instead (a string, for the
+ * TLS tests' `skip`; under `CI=true` it also fails the run).
  */
 export function makeCertificate(cn = 'localhost'): { key: Buffer; cert: Buffer } | string {
-  if (spawnSync('openssl', ['version']).status !== 0) {
-    if (process.env.CI === 'true') throw new Error('openssl is required for the TLS tests in CI');
-    return 'openssl CLI not found (apt-get install openssl): TLS tests skipped';
-  }
+  const skip = skipWithout(OPENSSL);
+  if (skip) return skip;
   const dir = mkdtempSync(join(tmpdir(), 'tcpserver-pki-'));
   try {
     const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];

@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, test } from 'node:test';
 import tls from 'node:tls';
@@ -32,6 +32,9 @@ import {
   listenNet,
   makeCertificate,
   readBytes,
+  requirement,
+  runs,
+  skipWithout,
   stopAndCheck,
 } from './helpers.js';
 
@@ -455,52 +458,65 @@ describe('listen errors keep the OS code', () => {
     }
   });
 
-  const root = process.getuid?.() === 0;
-  const unprivilegedStart = (() => {
+  /** Root, to start the fixture, which drops to user 65534 itself (see test/fixtures/net-eacces.ts). */
+  const ROOT_USER = requirement(
+    'not root: cannot drop to an unprivileged user (run the tests as root)',
+    () => process.getuid?.() === 0,
+  );
+
+  /** True when this process's network namespace keeps port 1 for privileged users. */
+  const portOnePrivileged = (): boolean => {
     try {
-      return Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
+      return Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8')) > 1;
     } catch {
-      return 1024;
+      return true; // no such setting: ports below 1024 are privileged
     }
-  })();
-  const eaccesSkip = !root
-    ? 'not root: cannot start a child process as an unprivileged user'
-    : unprivilegedStart <= 1
-      ? 'net.ipv4.ip_unprivileged_port_start <= 1: any user may bind port 1 here'
-      : false;
-
+  };
   /**
-   * A node binary user 65534 may run: ours, unless it sits under a directory only root can enter
-   * (npx installs Node under /root/.npm), in which case a copy in a world-readable temp dir.
+   * What the fixture runs under: nothing where port 1 is privileged; otherwise (containers often
+   * set net.ipv4.ip_unprivileged_port_start to 0) a network namespace of its own, where the
+   * setting is back at its default, 1024. Undefined when neither is possible.
    */
-  function unprivilegedNode(): string {
-    let path = process.execPath;
-    const reachable = (p: string): boolean => (statSync(p).mode & 0o001) !== 0;
-    for (let dir = path; dir !== dirname(dir); dir = dirname(dir)) {
-      if (!reachable(dir)) {
-        const copy = join(mkdtempSync(join(tmpdir(), 'tcpserver-node-')), 'node');
-        chmodSync(dirname(copy), 0o755);
-        copyFileSync(process.execPath, copy);
-        chmodSync(copy, 0o755);
-        path = copy;
-        break;
-      }
-    }
-    return path;
-  }
+  let wrapper: string[] | undefined;
+  const PRIVILEGED_PORT_1 = requirement(
+    'port 1 is open to every user here (net.ipv4.ip_unprivileged_port_start <= 1), and no network ' +
+      'namespace of our own where it is not (needs root and unshare, apt-get install util-linux)',
+    () => {
+      const check = 'test "$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start)" -gt 1';
+      if (portOnePrivileged()) wrapper = [];
+      else if (runs('unshare', ['--net', '--', 'sh', '-c', check])) wrapper = ['unshare', '--net', '--'];
+      return wrapper !== undefined;
+    },
+  );
 
-  test('EACCES: an unprivileged process binding port 1', { skip: eaccesSkip }, async () => {
-    const child = spawn(unprivilegedNode(), ['--import', 'tsx', join(FIXTURES, 'net-eacces.ts')], {
+  test('EACCES: an unprivileged process binding port 1', {
+    skip: skipWithout(ROOT_USER, PRIVILEGED_PORT_1),
+  }, async (t) => {
+    assert.ok(wrapper !== undefined);
+    if (wrapper.length > 0)
+      t.diagnostic('port 1 is open to every user here: in a network namespace of its own');
+    // Started as root from the checkout, so tsx and the modules load wherever the checkout is
+    // and whoever may read it; the fixture drops to user 65534 before it binds.
+    const [file, ...args] = [
+      ...wrapper,
+      process.execPath,
+      '--import',
+      'tsx',
+      join(FIXTURES, 'net-eacces.ts'),
+    ];
+    const child = spawn(file!, args, {
       cwd: ROOT,
-      uid: 65534,
-      gid: 65534,
       env: { ...process.env, ADDRESS: '127.0.0.1:1' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const exited = once(child, 'exit');
     const result = await jsonLines(child)();
     assert.deepEqual(await exited, [0, null]);
-    assert.equal(result.uid, 65534);
+    assert.deepEqual(
+      [result.uid, result.euid, result.gid, result.egid, result.groups],
+      [65534, 65534, 65534, 65534, [65534]],
+      'unprivileged, with no supplementary group (getgroups lists the effective gid)',
+    );
     for (const how of ['listen', 'serve']) {
       assert.deepEqual(result[how], {
         name: 'ListenError',

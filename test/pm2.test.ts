@@ -17,18 +17,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import {
-  assertTools,
   cleanupsAfter,
   freePorts,
-  HAPROXY,
   Haproxy,
   haproxySinglePortConfig,
   RespConnection,
   serverStats,
-  skipWithout,
 } from './fixtures/haproxy-cluster.js';
 import { PM2, Pm2App, reloadUnderLoad } from './fixtures/pm2-cluster.js';
 import { startLoad } from './fixtures/rr-load.js';
+import { HAPROXY, skipWithout } from './helpers.js';
 
 const BACKEND = 'echo_servers';
 
@@ -52,7 +50,6 @@ describe('under pm2 cluster mode (docs/pm2.md)', () => {
     skip: skipWithout(PM2),
     timeout: 60_000,
   }, async () => {
-    assertTools(PM2);
     const began = performance.now();
     const [port] = await freePorts(1);
     const { app } = setUp('direct', port!);
@@ -74,7 +71,6 @@ describe('under pm2 cluster mode (docs/pm2.md)', () => {
     skip: skipWithout(PM2, HAPROXY),
     timeout: 60_000,
   }, async () => {
-    assertTools(PM2, HAPROXY);
     const began = performance.now();
     const [front, port] = await freePorts(2);
     const { dir, app } = setUp('haproxy', port!, {

@@ -3,10 +3,10 @@
  * protocol errors, and graceful shutdown answering every pipelined command already received.
  *
  * Without redis-tools installed the redis-cli / redis-benchmark tests are skipped with a message,
- * except under CI=true where a missing tool fails them.
+ * except under CI=true where a missing tool fails them (test/helpers.ts's skipWithout).
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type net from 'node:net';
 import { afterEach, describe, test } from 'node:test';
@@ -14,28 +14,16 @@ import { fileURLToPath } from 'node:url';
 import { Store } from '../examples/resp/store.js';
 import { createRespServer, type RespServerOptions } from '../examples/resp.js';
 import type { Conn, Server } from '../src/index.js';
-import { assertNoLeaks, collect, connect, readBytes } from './helpers.js';
-
-const CI = process.env.CI === 'true';
-
-function installed(tool: string): boolean {
-  try {
-    execFileSync(tool, ['--version'], { stdio: 'ignore', timeout: 10_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** node:test's `skip` for a test needing `tool`: a message when missing, never under CI. */
-function needs(tool: string): { skip: string | false } {
-  if (installed(tool) || CI) return { skip: false };
-  return { skip: `${tool} not found: install redis-tools (apt-get install redis-tools) to run this test` };
-}
-
-function assertInstalled(tool: string): void {
-  assert.ok(installed(tool), `${tool} not found: install redis-tools (required when CI=true)`);
-}
+import {
+  assertNoLeaks,
+  collect,
+  connect,
+  REDIS_BENCHMARK,
+  REDIS_CLI,
+  readBytes,
+  SCRIPT,
+  skipWithout,
+} from './helpers.js';
 
 /** Runs a tool to completion and resolves its output; a failure (exit code, timeout) rejects with both streams. */
 function run(
@@ -79,8 +67,7 @@ describe('RESP server with the real redis-cli', () => {
   const cli = async (port: number, ...args: string[]): Promise<string> =>
     (await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--no-raw', ...args])).stdout;
 
-  test('every command, replies checked exactly', needs('redis-cli'), async () => {
-    assertInstalled('redis-cli');
+  test('every command, replies checked exactly', { skip: skipWithout(REDIS_CLI) }, async () => {
     const clock = { now: 1_000_000 };
     const { srv, port } = await start({ store: new Store({ now: () => clock.now }) });
     const cases: [string[], string][] = [
@@ -138,8 +125,7 @@ describe('RESP server with the real redis-cli', () => {
     assert.equal(srv.stats().errors, 0);
   });
 
-  test('redis-cli reading commands from a pipe, raw output', needs('redis-cli'), async () => {
-    assertInstalled('redis-cli');
+  test('redis-cli reading commands from a pipe, raw output', { skip: skipWithout(REDIS_CLI) }, async () => {
     const { port } = await start();
     const { stdout, stderr } = await run(
       'redis-cli',
@@ -151,9 +137,8 @@ describe('RESP server with the real redis-cli', () => {
   });
 
   // Interactive mode starts with COMMAND DOCS (for its hints); `script` gives it a terminal.
-  const script = installed('script') ? needs('redis-cli') : { skip: 'needs script(1) from util-linux' };
-  test('interactive redis-cli session (COMMAND DOCS at start-up)', script, async () => {
-    assertInstalled('redis-cli');
+  const skip = skipWithout(SCRIPT, REDIS_CLI);
+  test('interactive redis-cli session (COMMAND DOCS at start-up)', { skip }, async () => {
     const { srv, port } = await start();
     // Spy on what the client sends, next to the server's own reader.
     const received: Buffer[] = [];
@@ -191,25 +176,22 @@ describe('RESP server with the real redis-benchmark', () => {
   }
 
   for (const pipeline of [1, 16]) {
-    test(
-      `ping, set and get, pipeline ${pipeline}: no errors, a positive rate`,
-      needs('redis-benchmark'),
-      async () => {
-        assertInstalled('redis-benchmark');
-        const { srv, port } = await start();
-        const args = ['-h', '127.0.0.1', '-p', String(port), '-q', '-n', '20000', '-t', 'ping,set,get'];
-        if (pipeline > 1) args.push('-P', String(pipeline));
-        const { stdout, stderr } = await run('redis-benchmark', args, undefined, 120_000);
-        const output = stdout + stderr;
-        assert.doesNotMatch(output, /error|ERR|WARNING/i, output);
-        const found = rates(output);
-        assert.deepEqual([...found.keys()].sort(), ['GET', 'PING_INLINE', 'PING_MBULK', 'SET']);
-        for (const [name, rate] of found) assert.ok(rate > 0, `${name}: ${rate}`);
-        const stats = srv.stats();
-        assert.equal(stats.errors, 0);
-        assert.ok(stats.accepted >= 50 * 4, `accepted ${stats.accepted}`);
-      },
-    );
+    test(`ping, set and get, pipeline ${pipeline}: no errors, a positive rate`, {
+      skip: skipWithout(REDIS_BENCHMARK),
+    }, async () => {
+      const { srv, port } = await start();
+      const args = ['-h', '127.0.0.1', '-p', String(port), '-q', '-n', '20000', '-t', 'ping,set,get'];
+      if (pipeline > 1) args.push('-P', String(pipeline));
+      const { stdout, stderr } = await run('redis-benchmark', args, undefined, 120_000);
+      const output = stdout + stderr;
+      assert.doesNotMatch(output, /error|ERR|WARNING/i, output);
+      const found = rates(output);
+      assert.deepEqual([...found.keys()].sort(), ['GET', 'PING_INLINE', 'PING_MBULK', 'SET']);
+      for (const [name, rate] of found) assert.ok(rate > 0, `${name}: ${rate}`);
+      const stats = srv.stats();
+      assert.equal(stats.errors, 0);
+      assert.ok(stats.accepted >= 50 * 4, `accepted ${stats.accepted}`);
+    });
   }
 });
 

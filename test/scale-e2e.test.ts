@@ -16,32 +16,30 @@
  * SIGTERM. The scenario is test/fixtures/scale-scenario.ts.
  *
  * Without haproxy (or unshare and ip, for the namespace) a test is skipped with a message, except
- * under CI=true where it fails.
+ * under CI=true where it fails (test/helpers.ts's skipWithout).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { supervise } from '../src/cluster/index.js';
-import {
-  assertTools,
-  cleanupsAfter,
-  HAPROXY,
-  Proc,
-  runs,
-  skipWithout,
-  type Tool,
-  within,
-} from './fixtures/haproxy-cluster.js';
+import { cleanupsAfter, Proc, within } from './fixtures/haproxy-cluster.js';
 import { type Outcome, runScenario, type ScenarioOptions } from './fixtures/scale-scenario.js';
+import { HAPROXY, requirement, runs, skipWithout } from './helpers.js';
 
 const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
 const REUSE_PORT_SUPPORTED = process.platform === 'linux' && (major > 22 || (major === 22 && minor >= 12));
 const NETNS_ARGS = ['--net', '--pid', '--fork', '--kill-child', '--mount-proc'];
-/** A network namespace of our own: unshare (util-linux), ip (iproute2), and root. */
-const NETNS: Tool = {
-  available: REUSE_PORT_SUPPORTED && runs('unshare', [...NETNS_ARGS, '--', 'ip', 'link', 'set', 'lo', 'up']),
-  missing:
-    'unshare (util-linux) and ip (iproute2), as root, are needed to run this test in a network namespace',
-};
+/** A network namespace of our own, set up as the test sets it up. */
+const NETNS = requirement(
+  'no network namespace of our own: needs root, unshare, ip and sysctl (apt-get install util-linux iproute2 procps)',
+  () =>
+    runs('unshare', [
+      ...NETNS_ARGS,
+      '--',
+      'sh',
+      '-c',
+      'ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1',
+    ]),
+);
 
 function assertClean(outcome: Outcome): void {
   assert.deepEqual(outcome.failures, [], `${outcome.label}:\n${outcome.lines.join('\n')}`);
@@ -54,14 +52,12 @@ describe('scale-out under 50 connections of request/response: nothing lost, noth
   const restarts = { cluster: 'cluster rolling restarts', upgrade: 'socket-handoff upgrades' } as const;
   for (const mode of ['cluster', 'upgrade'] as const) {
     for (const haproxy of [false, true]) {
-      const tools = haproxy ? [HAPROXY] : [];
       const via = haproxy ? 'through HAProxy (send-proxy-v2)' : 'straight to the port';
       const o: ScenarioOptions = { label: `${mode}, ${haproxy ? 'haproxy' : 'direct'}`, mode, haproxy };
       test(`${restarts[mode]}, 2 back to back, ${via}`, {
-        skip: skipWithout(...tools),
+        skip: haproxy && skipWithout(HAPROXY),
         timeout: 60_000,
       }, async () => {
-        assertTools(...tools);
         assertClean(await runScenario(o, cleanup));
       });
     }
@@ -80,7 +76,6 @@ describe('scale-out under 50 connections of request/response: nothing lost, noth
       await sup.stopped;
       return;
     }
-    assertTools(NETNS);
     // The sysctl is per network namespace: set in ours, it leaves the host's alone. The fixture
     // runs the scenario with 1, then measures it with 0.
     const script =

@@ -116,6 +116,34 @@ test('idleTimeout ends a connection holding unread input while its handler waits
   await stopAndCheck(srv);
 });
 
+test('idleTimeout also ends a handler that works, or holds the connection, without a byte either way', async () => {
+  const reasons: unknown[] = [];
+  const { srv, port } = await startServer({
+    idleTimeout: 200,
+    handler: async (ctx, conn) => {
+      const line = await conn.readFrame(lineDecoder({ maxLength: 64 }));
+      const release = line === 'hold' ? conn.hold() : () => {};
+      // A backend call far longer than idleTimeout, cancelled by ctx.signal.
+      await once(ctx.signal, 'abort');
+      release();
+      reasons.push(ctx.signal.reason);
+    },
+  });
+  for (const request of ['work', 'hold']) {
+    const client = await connect(port);
+    const start = performance.now();
+    client.write(`${request}\n`);
+    assert.equal(await untilEnd(client), '');
+    const elapsed = performance.now() - start;
+    client.end();
+    assert.ok(elapsed >= 150 && elapsed < 3_000, `${request}: FIN after ${elapsed.toFixed(0)} ms`);
+  }
+  await waitForStats(srv, (s) => s.open === 0);
+  assert.deepEqual(reasons.map(codeOf), ['ERR_IDLE_TIMEOUT', 'ERR_IDLE_TIMEOUT']);
+  assert.deepEqual([srv.stats().idleTimeouts, srv.stats().errors], [2, 0]);
+  await stopAndCheck(srv);
+});
+
 test('idleTimeout destroys a connection whose write waits for a peer that never reads', async () => {
   let writeError: unknown;
   const { srv, port } = await startServer({
