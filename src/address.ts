@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { InvalidAddressError } from './errors.js';
+import { describeValue } from './timers.js';
 
 /** The networks a server can listen on, named as in Go's `net.Listen`. */
 export type Network = 'tcp' | 'tcp4' | 'tcp6' | 'unix';
@@ -25,7 +26,7 @@ export type ListenSpec =
 export function parseNetwork(value: unknown): Network {
   if (typeof value !== 'string' || !NETWORKS.has(value)) {
     throw new InvalidAddressError(
-      `unknown network ${JSON.stringify(value)}: expected one of ${[...NETWORKS].join(', ')}`,
+      `unknown network ${describeValue(value)}: expected one of ${[...NETWORKS].join(', ')}`,
     );
   }
   return value as Network;
@@ -38,7 +39,7 @@ export function parseNetwork(value: unknown): Network {
  */
 export function parseAddress(network: Network, address: unknown): ListenSpec {
   if (typeof address !== 'string' || address === '') {
-    throw new InvalidAddressError(`address must be a non-empty string, got ${JSON.stringify(address)}`);
+    throw new InvalidAddressError(`address must be a non-empty string, got ${describeValue(address)}`);
   }
   if (network === 'unix') return parseUnixAddress(address);
 

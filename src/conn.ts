@@ -47,7 +47,7 @@ import {
   kServe,
   kWatching,
 } from './symbols.js';
-import { DeadlineQueue, isTimeout } from './timers.js';
+import { DeadlineQueue, describeValue, isTimeout } from './timers.js';
 
 /**
  * A connection's place in its life (docs/architecture.md, "Connection states"):
@@ -115,7 +115,7 @@ function capture(resolve: (value: never) => void, reject: (error: Error) => void
 
 const badTimeout = (timeout: unknown): InvalidOptionError =>
   new InvalidOptionError(
-    `timeout must be a number of ms from 0 to 2147483647, or Infinity, got ${String(timeout)}`,
+    `timeout must be a number of ms from 0 to 2147483647, or Infinity, got ${describeValue(timeout)}`,
   );
 
 /**

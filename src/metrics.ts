@@ -15,6 +15,7 @@ import { Counter, Gauge, register as globalRegistry, Histogram, type Registry } 
 import { InvalidOptionError } from './errors.js';
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { ServerStats } from './server.js';
+import { describeValue } from './timers.js';
 
 /** The counters `srv.stats()` returns that the metrics read. */
 export type MetricsStats = Omit<ServerStats, 'open'>;
@@ -93,7 +94,7 @@ export function instrument(srv: MetricsTarget, options: InstrumentOptions = {}):
     shutdownDurationBuckets = DEFAULT_SHUTDOWN_BUCKETS,
   } = options;
   if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/.test(prefix)) {
-    throw new InvalidOptionError(`prefix ${JSON.stringify(prefix)} is not a valid Prometheus name prefix`);
+    throw new InvalidOptionError(`prefix ${describeValue(prefix)} is not a valid Prometheus name prefix`);
   }
   const registers = [registry];
   const names: string[] = [];

@@ -7,6 +7,7 @@
  * @module
  */
 import { InvalidOptionError } from './errors.js';
+import { describeValue } from './timers.js';
 
 /**
  * The keys of an options interface, as an object literal: `Record<keyof T, true>` makes the
@@ -29,6 +30,19 @@ export function checkKeys(value: unknown, known: KnownKeys<object>, path = '', l
       `${label}unknown option ${JSON.stringify(path + key)} (did you mean ${JSON.stringify(guess)}?)`,
     );
   }
+}
+
+/**
+ * An options argument: `undefined` is `{}`; anything but an object is refused with
+ * `ERR_INVALID_OPTION` (`label` names the function), and so is an unknown key (see {@link checkKeys}).
+ */
+export function optionsObject<T extends object>(value: T | undefined, known: KnownKeys<T>, label: string): T {
+  if (value === undefined) return {} as T;
+  if (value === null || typeof value !== 'object') {
+    throw new InvalidOptionError(`${label}options must be an object, got ${describeValue(value)}`);
+  }
+  checkKeys(value, known as KnownKeys<object>, '', label);
+  return value;
 }
 
 /** The candidate closest to `key` by edit distance, ignoring case (the first one on a tie). */

@@ -12,6 +12,7 @@
 
 import { isUtf8 } from 'node:buffer';
 import { InvalidOptionError, ProxyProtocolError } from './errors.js';
+import { describeValue } from './timers.js';
 
 /** Which header versions a listener accepts. The header is required either way: never guessed. */
 export type ProxyVersions = 'v1' | 'v2' | 'any';
@@ -199,7 +200,9 @@ export function parseProxyHeader(bytes: Buffer, versions: ProxyVersions = 'any')
 
 function checkVersions(versions: unknown, where: string): ProxyVersions {
   if (versions !== 'v1' && versions !== 'v2' && versions !== 'any') {
-    throw new InvalidOptionError(`${where}: versions must be 'v1', 'v2' or 'any', not ${String(versions)}`);
+    throw new InvalidOptionError(
+      `${where}: versions must be 'v1', 'v2' or 'any', not ${describeValue(versions)}`,
+    );
   }
   return versions;
 }

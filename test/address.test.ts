@@ -63,6 +63,39 @@ describe('parseAddress', () => {
     }
   });
 
+  // A regression of a defect the fuzz suite found (test/fuzz/properties.ts): the message was built
+  // with JSON.stringify, which throws a TypeError for a BigInt (a YAML loader's intAsBigInt) or a
+  // cyclic object instead of the InvalidAddressError.
+  test('a value that is not a string, a BigInt or a cyclic object too, is an InvalidAddressError', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    const cases: [unknown, string][] = [
+      [0n, 'bigint'],
+      [2n ** 64n, 'bigint'],
+      [cyclic, 'object'],
+      [Object.create(null), 'object'],
+      [Symbol('tcp'), 'symbol'],
+      [() => 'tcp', 'a function'],
+      [8080, '8080'],
+    ];
+    const check = (fn: () => unknown, message: string) =>
+      assert.throws(fn, (err: unknown) => {
+        assert.ok(err instanceof InvalidAddressError, `expected an InvalidAddressError, got ${String(err)}`);
+        assert.equal(err.code, 'ERR_INVALID_ADDRESS');
+        assert.ok(
+          err.message.includes(message),
+          `${JSON.stringify(err.message)} lacks ${JSON.stringify(message)}`,
+        );
+        return true;
+      });
+    for (const [value, shown] of cases) {
+      check(() => parseNetwork(value), `unknown network ${shown}: expected one of tcp, tcp4, tcp6, unix`);
+      for (const n of ['tcp', 'tcp4', 'tcp6', 'unix'] as const) {
+        check(() => parseAddress(n, value), `address must be a non-empty string, got ${shown}`);
+      }
+    }
+  });
+
   test('property: any IPv4 or IPv6 literal with any port round-trips through formatAddress', () => {
     const host = fc.oneof(
       fc.ipV4(),

@@ -12,7 +12,7 @@ import {
   lengthPrefixedEncoder,
   lineDecoder,
 } from '../src/codec/index.js';
-import { TcpServerError } from '../src/errors.js';
+import { FrameTooLargeError, InvalidFrameError, InvalidOptionError, TcpServerError } from '../src/errors.js';
 
 // A fixed seed keeps the suite deterministic; FC_SEED / FC_RUNS explore further.
 const RUNS = {
@@ -367,6 +367,106 @@ describe('lineDecoder', () => {
     assert.throws(() => lineDecoder({ maxLength: -1 }), { code: 'ERR_INVALID_OPTION' });
     assert.throws(() => lineDecoder({ maxLength: Number.POSITIVE_INFINITY }), { code: 'ERR_INVALID_OPTION' });
     assert.throws(() => lineDecoder({ maxLength: 1.5 }), { code: 'ERR_INVALID_OPTION' });
+  });
+});
+
+/** `fn` throws an instance of `cls` (not merely an error with its code), with `code`, its message containing `message`. */
+function throwsTyped(
+  fn: () => unknown,
+  cls: abstract new (...args: never[]) => TcpServerError,
+  code: string,
+  message: string,
+): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof cls, `expected a ${cls.name}, got ${String(err)}`);
+    assert.equal(err.code, code);
+    assert.ok(
+      err.message.includes(message),
+      `${JSON.stringify(err.message)} lacks ${JSON.stringify(message)}`,
+    );
+    return true;
+  });
+}
+
+// Regressions of the defects the fuzz suite found (test/fuzz/properties.ts).
+describe('encodeLine: defects found by fuzzing', () => {
+  test("'hex' / 'base64' / 'base64url': the line is exactly the decoded bytes, never uninitialised memory", () => {
+    // Buffer.byteLength is an upper bound for these encodings: characters that do not decode are
+    // skipped, as Buffer.from skips them, and no byte of the rest of the buffer is sent.
+    assert.deepEqual(encodeLine('zz', { encoding: 'hex' }), Buffer.from([0x0a]));
+    assert.deepEqual(encodeLine('aGk=', { encoding: 'base64' }), Buffer.from('hi\n'));
+    assert.deepEqual(encodeLine('aGk', { encoding: 'base64url' }), Buffer.from('hi\n'));
+    assert.deepEqual(encodeLine('6869zz', { encoding: 'hex' }), Buffer.from('hi\n'));
+    assert.deepEqual(encodeLine('!!!!', { encoding: 'base64' }), Buffer.from('\n'));
+    const junk = '!'.repeat(1000); // Buffer.byteLength says 750 bytes; none decodes
+    for (let i = 0; i < 200; i++) {
+      Buffer.allocUnsafe(751).fill(0x2a); // leave other data in the pool for a stray byte to show
+      assert.deepEqual(encodeLine(junk, { encoding: 'base64' }), Buffer.from('\n'), `call ${i}`);
+    }
+    // maxLength counts the bytes written, not the estimate (5 bytes for '!!!!aGk=').
+    assert.deepEqual(encodeLine('!!!!aGk=', { encoding: 'base64', maxLength: 2 }), Buffer.from('hi\n'));
+    throwsTyped(
+      () => encodeLine('!!!!aGk=', { encoding: 'base64', maxLength: 1 }),
+      FrameTooLargeError,
+      'ERR_FRAME_TOO_LARGE',
+      'frame of 2 bytes exceeds the maximum length of 1 bytes',
+    );
+  });
+
+  test('options that are not an object, and an unknown encoding, are InvalidOptionError (not TypeError)', () => {
+    throwsTyped(
+      () => encodeLine('x', null as never),
+      InvalidOptionError,
+      'ERR_INVALID_OPTION',
+      'encodeLine: options must be an object, got null',
+    );
+    throwsTyped(
+      () => lengthPrefixedEncoder(null as never),
+      InvalidOptionError,
+      'ERR_INVALID_OPTION',
+      'lengthPrefixedEncoder: options must be an object, got null',
+    );
+    throwsTyped(
+      () => encodeLine('x', 'utf8' as never),
+      InvalidOptionError,
+      'ERR_INVALID_OPTION',
+      'encodeLine: options must be an object, got "utf8"',
+    );
+    throwsTyped(
+      () => encodeLine('x', { encoding: 'nope' as never }),
+      InvalidOptionError,
+      'ERR_INVALID_OPTION',
+      'encodeLine: unsupported encoding "nope"',
+    );
+    throwsTyped(
+      () => encodeLine('x', { encoding: null as never }),
+      InvalidOptionError,
+      'ERR_INVALID_OPTION',
+      'encodeLine: unsupported encoding null',
+    );
+    // Leaving the options out is still the default.
+    assert.deepEqual(encodeLine('x', undefined), Buffer.from('x\n'));
+    assert.deepEqual(lengthPrefixedEncoder(undefined)('x'), Buffer.from([0, 0, 0, 1, 0x78]));
+  });
+
+  test("a line ending in '\\r' is refused with InvalidFrameError: a line decoder would strip it", () => {
+    const message = 'line ends with "\\r", which a line decoder strips';
+    throwsTyped(() => encodeLine('a\r'), InvalidFrameError, 'ERR_INVALID_FRAME', message);
+    throwsTyped(() => encodeLine('\r'), InvalidFrameError, 'ERR_INVALID_FRAME', message);
+    throwsTyped(() => encodeLine(Buffer.from('ok\r')), InvalidFrameError, 'ERR_INVALID_FRAME', message);
+    throwsTyped(
+      () => encodeLine('610d', { encoding: 'hex' }),
+      InvalidFrameError,
+      'ERR_INVALID_FRAME',
+      message,
+    );
+    // Why: the decoder reads 'a\r\n' as the line 'a'.
+    const decoder = lineDecoder({ maxLength: 10 });
+    decoder.push(Buffer.from('a\r\n'));
+    assert.equal(decoder.next(), 'a');
+    // A \r elsewhere, or a last byte that is not 0x0d, is sent as is.
+    assert.deepEqual(encodeLine('\ra'), Buffer.from('\ra\n'));
+    assert.deepEqual(encodeLine('a\r', { encoding: 'utf16le' }), Buffer.from([0x61, 0, 0x0d, 0, 0x0a]));
   });
 });
 

@@ -190,6 +190,15 @@ describe('instrument()', () => {
     assert.throws(() => instrument(b.srv, { registry }), InvalidOptionError);
     assert.equal(registry.getMetricsAsArray().length, before);
     assert.throws(() => instrument(b.srv, { registry, prefix: 'bad prefix' }), InvalidOptionError);
+    // A value JSON cannot print is still named, never a TypeError (found by fuzzing).
+    for (const prefix of [1n, Object.create(null)]) {
+      assert.throws(
+        () => instrument(b.srv, { registry, prefix }),
+        (error: unknown) =>
+          error instanceof InvalidOptionError &&
+          /prefix (bigint|object) is not a valid/.test((error as Error).message),
+      );
+    }
     const second = instrument(b.srv, { registry, prefix: 'other_' });
     assert.match(await registry.metrics(), /^other_ready 1$/m);
     first.dispose();

@@ -8,6 +8,7 @@
  */
 
 import { InvalidOptionError } from '../errors.js';
+import { describeValue } from '../timers.js';
 import { asBuffer, ByteQueue } from './byte-queue.js';
 import type { Decoder } from './decoder.js';
 
@@ -58,7 +59,7 @@ export function checkMaxLength(value: unknown, where: string): number {
 
 export function checkInt(value: unknown, what: string, min: number): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new InvalidOptionError(`${what} must be an integer >= ${min}, got ${String(value)}`);
+    throw new InvalidOptionError(`${what} must be an integer >= ${min}, got ${describeValue(value)}`);
   }
   return value;
 }

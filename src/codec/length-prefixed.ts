@@ -11,7 +11,8 @@ import {
   InvalidFrameError,
   InvalidOptionError,
 } from '../errors.js';
-import { checkKeys, type KnownKeys } from '../option-keys.js';
+import { checkKeys, type KnownKeys, optionsObject } from '../option-keys.js';
+import { describeValue } from '../timers.js';
 import { BaseDecoder, checkInt, checkMaxLength } from './base.js';
 import type { Decoder, FrameEncoder } from './decoder.js';
 
@@ -79,7 +80,9 @@ const ENCODER_KEYS: KnownKeys<LengthPrefixedEncoderOptions> = {
 function checkFieldLength(value: unknown, where: string): LengthFieldLength {
   if (value === undefined) return 4;
   if (value !== 1 && value !== 2 && value !== 4) {
-    throw new InvalidOptionError(`${where}: lengthFieldLength must be 1, 2 or 4, got ${String(value)}`);
+    throw new InvalidOptionError(
+      `${where}: lengthFieldLength must be 1, 2 or 4, got ${describeValue(value)}`,
+    );
   }
   return value;
 }
@@ -176,9 +179,9 @@ export function lengthPrefixedDecoder(options: LengthPrefixedDecoderOptions): De
  * UTF-8). Throws `FrameTooLargeError` when the payload exceeds `maxLength` or what the field can
  * express, and `InvalidFrameError` when it is shorter than a positive `lengthAdjustment`.
  */
-export function lengthPrefixedEncoder(options: LengthPrefixedEncoderOptions = {}): FrameEncoder {
+export function lengthPrefixedEncoder(opts?: LengthPrefixedEncoderOptions): FrameEncoder {
   const where = 'lengthPrefixedEncoder';
-  checkKeys(options, ENCODER_KEYS, '', `${where}: `);
+  const options = optionsObject(opts, ENCODER_KEYS, `${where}: `);
   const width = checkFieldLength(options.lengthFieldLength, where);
   const littleEndian = options.littleEndian === true;
   const adjustment = checkAdjustment(options.lengthAdjustment, where);

@@ -5,7 +5,8 @@
  */
 
 import { FrameTooLargeError, InvalidFrameError, InvalidOptionError } from '../errors.js';
-import { checkKeys, type KnownKeys } from '../option-keys.js';
+import { checkKeys, type KnownKeys, optionsObject } from '../option-keys.js';
+import { describeValue } from '../timers.js';
 import { BaseDecoder, checkInt, checkMaxLength } from './base.js';
 import type { Decoder } from './decoder.js';
 
@@ -99,28 +100,44 @@ export function lineDecoder(options: LineDecoderOptions): Decoder<string | Buffe
   const encoding = options.encoding === undefined ? 'utf8' : options.encoding;
   if (encoding === null) return new LineDecoder<Buffer>(maxLength, (line) => line);
   if (!Buffer.isEncoding(encoding) || UTF16.has(encoding.toLowerCase())) {
-    throw new InvalidOptionError(`lineDecoder: unsupported encoding ${String(encoding)}`);
+    throw new InvalidOptionError(`lineDecoder: unsupported encoding ${describeValue(encoding)}`);
   }
   return new LineDecoder<string>(maxLength, (line) => line.toString(encoding));
 }
 
 /**
  * One line's bytes: `text` followed by `\n`. Throws `InvalidFrameError` if `text` contains a `\n`
- * (it would arrive as two lines: refusing it stops line injection), and `FrameTooLargeError` if it
- * is longer than `maxLength` bytes.
+ * (it would arrive as two lines: refusing it stops line injection) or ends with `\r` (a line
+ * decoder takes `\r\n` for the line end and would drop it), and `FrameTooLargeError` if it is
+ * longer than `maxLength` bytes. A string is encoded with `encoding`; for `hex` and `base64`,
+ * characters that do not decode are skipped, as `Buffer.from` skips them.
  */
-export function encodeLine(text: string | Uint8Array, options: EncodeLineOptions = {}): Buffer {
-  checkKeys(options, ENCODE_LINE_KEYS, '', 'encodeLine: ');
-  const encoding = options.encoding ?? 'utf8';
-  const len = typeof text === 'string' ? Buffer.byteLength(text, encoding) : text.byteLength;
-  if (options.maxLength !== undefined) {
-    const max = checkInt(options.maxLength, 'encodeLine: maxLength', 0);
+export function encodeLine(text: string | Uint8Array, options?: EncodeLineOptions): Buffer {
+  const { encoding = 'utf8', maxLength } = optionsObject(options, ENCODE_LINE_KEYS, 'encodeLine: ');
+  if (typeof encoding !== 'string' || !Buffer.isEncoding(encoding)) {
+    throw new InvalidOptionError(`encodeLine: unsupported encoding ${describeValue(encoding)}`);
+  }
+  let out: Buffer;
+  let len: number;
+  if (typeof text === 'string') {
+    // For hex and base64, byteLength is an upper bound (invalid characters are skipped): the
+    // line is what write() wrote, never the rest of an uninitialised buffer.
+    out = Buffer.allocUnsafe(Buffer.byteLength(text, encoding) + 1);
+    len = out.write(text, 0, out.length - 1, encoding);
+  } else {
+    len = text.byteLength;
+    out = Buffer.allocUnsafe(len + 1);
+    out.set(text);
+  }
+  if (maxLength !== undefined) {
+    const max = checkInt(maxLength, 'encodeLine: maxLength', 0);
     if (len > max) throw new FrameTooLargeError(max, len);
   }
-  const out = Buffer.allocUnsafe(len + 1);
-  if (typeof text === 'string') out.write(text, 0, encoding);
-  else out.set(text);
   out[len] = LF;
+  if (len + 1 < out.length) out = out.subarray(0, len + 1);
   if (out.indexOf(LF) !== len) throw new InvalidFrameError('line contains a newline');
+  // A decoder takes "\r\n" for a line end: a line ending in "\r" would come back without it.
+  if (len > 0 && out[len - 1] === CR)
+    throw new InvalidFrameError('line ends with "\\r", which a line decoder strips');
   return out;
 }
