@@ -9,10 +9,12 @@
  * redis-benchmark -p 6380 -q -t ping,set,get -P 16
  * ```
  *
- * Each connection runs one loop: decode a command with `conn.readFrame(decoder)`, then every
- * command already received (pipelining), then one `conn.write()` for all their replies. Since
- * every decoded command is answered before the next read, a graceful shutdown answers all the
- * pipelined commands a client already sent, then ends the connection.
+ * It runs on the service mode (`service: { decoder, call }`): the server decodes commands in its
+ * data path and calls `call` for each, which runs the command and returns its reply; the replies
+ * to the commands of one received chunk (pipelining) go out in one write, in order. A graceful
+ * shutdown answers every command a client already sent, then ends the connection. (The same
+ * server written as a stream-mode handler, one `readFrame` loop per connection, is
+ * `bench/servers/resp-stream.ts`.)
  *
  * Run as a program, it is configured by environment variables (an empty value counts as unset;
  * a bad value is reported in one line naming it, and the process exits with code 2):
@@ -47,7 +49,9 @@ import { Store } from './resp/store.js';
 import { ModeError, readMode, runService, type ServiceMode } from './service.js';
 
 /** Options of {@link createRespServer}: the server's, the protocol limits, and the key space. */
-export interface RespServerOptions extends Omit<tcpserver.ServerOptions, 'handler'>, RespDecoderOptions {
+export interface RespServerOptions
+  extends Omit<tcpserver.ServerOptions, 'handler' | 'service'>,
+    RespDecoderOptions {
   /** The key space; pass one to share it between servers or inspect it in tests. Default: a new one. */
   store?: Store;
   /** Ms between two passes of the expired-key sweeper (one unref'd timer); 0 disables it. Default 100. */
@@ -77,7 +81,7 @@ export function createRespServer(options: RespServerOptions = {}): tcpserver.Ser
     name: 'resp',
     address: DEFAULT_ADDRESS,
     ...serverOptions,
-    handler: (_ctx, conn) => serveConnection(conn, new RespDecoder(limits), store),
+    service: respService(limits, store),
   });
   if (sweepInterval > 0) {
     srv.once('listening', () => {
@@ -88,49 +92,35 @@ export function createRespServer(options: RespServerOptions = {}): tcpserver.Ser
   return srv;
 }
 
+/**
+ * RESP2 as a service: each command runs synchronously against the store and its reply is taken
+ * from one writer shared by every connection (a reply is taken as soon as it is written, so
+ * connections never see each other's bytes, and an idle connection holds no buffer).
+ */
+export function respService(limits: RespDecoderOptions, store: Store): tcpserver.Service<RespCommand> {
+  const out = new ReplyWriter(64 * 1024);
+  return {
+    decoder: () => new RespDecoder(limits),
+    call: (cmd, _ctx, conn) => {
+      // QUIT: this reply is the last; later pipelined commands are dropped, as Redis does.
+      if (execute(cmd, out, store)) void conn.end();
+      return out.takeOne();
+    },
+    // A protocol error is answered as Redis words it, then the connection ends; anything else is a bug.
+    errorReply: (err) => {
+      const reply = protocolErrorReply(err);
+      if (reply === undefined) throw err;
+      out.error(reply);
+      return out.takeOne();
+    },
+  };
+}
+
 /** The reply line of a decoder error, as Redis words it, or undefined if err is not one. */
-function protocolErrorReply(err: unknown): string | undefined {
+export function protocolErrorReply(err: unknown): string | undefined {
   if (err instanceof tcpserver.InvalidFrameError) return `ERR ${err.message}`;
   if (err instanceof tcpserver.FrameTooLargeError) return `ERR Protocol error: ${err.message}`;
   return undefined;
-}
-
-/** One connection: read, run every command received, answer them in one write, repeat. */
-async function serveConnection(conn: tcpserver.Conn, decoder: RespDecoder, store: Store): Promise<void> {
-  const out = new ReplyWriter();
-  for (;;) {
-    let cmd: RespCommand | null | undefined;
-    let close = false;
-    try {
-      // null: the peer closed, or the server is shutting down and we have nothing left to answer.
-      cmd = await conn.readFrame(decoder);
-      if (cmd === null) return;
-      do {
-        if (execute(cmd, out, store)) {
-          close = true; // QUIT: later pipelined commands are dropped, as Redis does
-          break;
-        }
-      } while ((cmd = decoder.next()) !== undefined);
-    } catch (err) {
-      // The peer closing in the middle of a command is its business: nobody is left to answer.
-      if (err instanceof tcpserver.IncompleteFrameError) return;
-      const reply = protocolErrorReply(err);
-      if (reply === undefined) throw err;
-      // Answer what was decoded before the bad bytes, then the error, then hang up: the stream
-      // cannot be resynchronized.
-      out.error(reply);
-      close = true;
-    }
-    for (const piece of out.take()) {
-      const written = conn.write(piece);
-      // Accepted at once is the usual case: skip the await (a microtask per batch); a full socket waits.
-      if (conn.needsDrain) await written;
-    }
-    if (close) {
-      await conn.end();
-      return;
-    }
-  }
 }
 
 /** A bad environment variable: reported as one line, exit code 2, no stack trace. */

@@ -138,7 +138,7 @@ export class AcceptPipeline {
       return;
     }
     conn[kServe](stream, header, this.#options.idleTimeout);
-    conn[kRun](this.#options.handler);
+    conn[kRun](this.#options.handler, this.#options.service);
   }
 
   #refused(conn: Conn, reason: RefuseReason, error: Error | undefined): void {

@@ -28,6 +28,7 @@ import {
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { Handler } from './options.js';
 import type { ProxyHeader } from './proxy-protocol.js';
+import type { Reply, ResolvedService } from './service.js';
 import {
   kCancel,
   kCtx,
@@ -242,6 +243,75 @@ const CUT_OFF = 1 << 15;
 const TIMED_OUT = 1 << 16;
 /** A frame in progress is timed (`frameStarts` and `slowFrames` hold this connection). */
 const FRAME_TIMED = 1 << 17;
+/** Service mode: `end()` was called; later frames are not read, the connection ends after the last reply. */
+const SVC_END = 1 << 18;
+/** Service mode: the decoder's `end()` was called at end of stream. */
+const DECODER_ENDED = 1 << 19;
+/** Service mode: a decode pass is running (idleness is judged when it is over). */
+const SVC_PASS = 1 << 20;
+
+/** A connection's service-mode state (see `#serviceDecode`), made for service-mode connections only. */
+interface ServiceRun {
+  readonly spec: ResolvedService;
+  /** Replies not yet written, in request order, from the first still pending (`NO_SLOTS`: none). */
+  order: Slot[];
+  /** Async replies pending. */
+  inFlight: number;
+  /** `conn.end(data)`'s data, written after the last reply. */
+  endData: string | Uint8Array | undefined;
+}
+
+/** One reply in `order`: settled ones wait behind the first pending one. */
+interface Slot {
+  reply: Reply;
+  done: boolean;
+}
+
+const NO_SLOTS = Object.freeze([]) as unknown as Slot[];
+
+/** `call` failed and the connection with it (see `#serviceError`). */
+const FAILED = Symbol('failed');
+
+/**
+ * The replies of the decode pass running now, written together at its end. Passes never nest
+ * (one runs inside a socket event or a reply's settlement), so one array serves every connection.
+ */
+const batch: Array<string | Uint8Array> = [];
+let batchBytes = 0;
+
+/**
+ * The batch's last entry while it is a run of adjacent views of one buffer (replies a shared
+ * writer bump-allocated one after the other): kept as offsets, made into one view when the run
+ * ends, so a pipelined batch goes out as one buffer without a view per merge.
+ */
+let runFirst: Uint8Array | undefined;
+let runEnd = 0;
+
+/** Adds one reply to the batch. */
+function batchAdd(reply: string | Uint8Array): void {
+  batchBytes += reply.length;
+  if (typeof reply !== 'string') {
+    if (runFirst !== undefined && reply.buffer === runFirst.buffer && reply.byteOffset === runEnd) {
+      runEnd += reply.byteLength;
+      return;
+    }
+    endRun();
+    runFirst = reply;
+    runEnd = reply.byteOffset + reply.byteLength;
+    return;
+  }
+  endRun();
+  batch.push(reply);
+}
+
+/** Puts the run of adjacent views into the batch as one view. */
+function endRun(): void {
+  const first = runFirst;
+  if (first === undefined) return;
+  runFirst = undefined;
+  const length = runEnd - first.byteOffset;
+  batch.push(length === first.byteLength ? first : new Uint8Array(first.buffer, first.byteOffset, length));
+}
 
 type Listener = (this: ConnSocket) => void;
 let onData: (this: ConnSocket, chunk: Buffer) => void;
@@ -303,6 +373,8 @@ export class Conn implements AsyncIterable<Buffer> {
   #resolveFinished: ((value: unknown) => void) | undefined;
   #remote: { address: string | undefined; port: number | undefined } | undefined;
   #proxy: ProxyHeader | undefined;
+  /** Service mode only (the `service` option). */
+  #svc: ServiceRun | undefined;
 
   /**
    * @internal Created by the accept pipeline for each accepted socket. Accept stages (PROXY
@@ -450,7 +522,8 @@ export class Conn implements AsyncIterable<Buffer> {
    * wait for more bytes.
    */
   readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
-    if (this.#readResolve !== undefined) return Promise.reject(new ConcurrentReadError());
+    if (this.#readResolve !== undefined || this.#svc !== undefined)
+      return Promise.reject(this.#readRefused());
     if (opts !== undefined) {
       const refused = refuseOptions(opts);
       if (refused !== undefined) return Promise.reject(refused);
@@ -524,6 +597,7 @@ export class Conn implements AsyncIterable<Buffer> {
    * peer's FIN.
    */
   end(data?: string | Uint8Array): Promise<void> {
+    if (this.#svc !== undefined && (this.#flags & HANDLER_DONE) === 0) return this.#serviceEnd(data);
     const socket = this.#socket;
     if (this.#state !== 'closed') this.#setState('closing');
     if (this.#finished === undefined) socket.on('finish', onFinish);
@@ -569,11 +643,15 @@ export class Conn implements AsyncIterable<Buffer> {
    * into two functions bound to this connection: smaller per connection than two arrows and their
    * shared context, or an `async` wrapper (a generator and await closures).
    */
-  [kRun](handler: Handler): void {
+  [kRun](handler: Handler | undefined, service?: ResolvedService): void {
     this.#setState('active');
+    if (service !== undefined) {
+      this.#serveFrames(service);
+      return;
+    }
     let result: void | Promise<void>;
     try {
-      result = handler(this[kCtx], this);
+      result = handler!(this[kCtx], this);
     } catch (error) {
       this.#handlerFailed(error);
       return;
@@ -671,6 +749,7 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   #afterHandler(failed: boolean): void {
     this.#flags |= HANDLER_DONE;
+    if (this.#svc !== undefined) this.#svc.order = NO_SLOTS; // replies still to come are dropped
     this.#queue = NO_CHUNKS;
     this.#queued = 0;
     this.#decoder = undefined;
@@ -695,7 +774,8 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
-    if (this.#readResolve !== undefined) return Promise.reject(new ConcurrentReadError());
+    if (this.#readResolve !== undefined || this.#svc !== undefined)
+      return Promise.reject(this.#readRefused());
     if (opts !== undefined) {
       const refused = refuseOptions(opts);
       if (refused !== undefined) return Promise.reject(refused);
@@ -739,6 +819,12 @@ export class Conn implements AsyncIterable<Buffer> {
     return promise;
   }
 
+  #readRefused(): ConcurrentReadError {
+    return this.#svc === undefined
+      ? new ConcurrentReadError()
+      : new ConcurrentReadError('a service-mode connection is read by the server: it cannot be read too');
+  }
+
   /** Forgets the pending read (its caller settles it) and clears its deadline. */
   #readDone(): void {
     this.#readResolve = undefined;
@@ -778,6 +864,10 @@ export class Conn implements AsyncIterable<Buffer> {
 
   /** Re-evaluates idleness after something that kept the connection busy went away. */
   #maybeIdle(): void {
+    if (this.#svc !== undefined) {
+      this.#serviceCheck();
+      return;
+    }
     if (this.#readResolve === undefined || !this.#canIdle()) return;
     if (this.#state === 'active') this.#setState('idle');
     if ((this.#flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
@@ -805,8 +895,9 @@ export class Conn implements AsyncIterable<Buffer> {
     setImmediate(() =>
       setImmediate(() => {
         this.#flags &= ~(END_CHECK | IN_FLIGHT);
-        const ending = (this.#flags & (ENDING | END_NOW)) === (ENDING | END_NOW);
-        if (this.#readResolve !== undefined && ending && this.#canIdle()) this.#endRead();
+        if ((this.#flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
+        if (this.#svc !== undefined) this.#serviceCheck();
+        else if (this.#readResolve !== undefined && this.#canIdle()) this.#endRead();
       }),
     );
   }
@@ -926,7 +1017,9 @@ export class Conn implements AsyncIterable<Buffer> {
     }
     const error = this.#idleError();
     this.#report(error);
-    if (this.#readResolve !== undefined && this.#canIdle()) this[kEndWhenIdle](error);
+    const idle =
+      this.#svc !== undefined ? this.#state === 'idle' : this.#readResolve !== undefined && this.#canIdle();
+    if (idle) this[kEndWhenIdle](error);
     else this.#cutOff(error);
   }
 
@@ -948,6 +1041,10 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   #cutOff(error: LimitError): void {
     this.#flags |= CUT_OFF | ENDING;
+    if (this.#svc !== undefined) {
+      this.#flags |= HANDLER_DONE; // the service stops here: no frame is read or answered any more
+      this.#svc.order = NO_SLOTS;
+    }
     this[kCtx][kCancel](error);
     this.#closeError ??= error;
     if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
@@ -1019,6 +1116,266 @@ export class Conn implements AsyncIterable<Buffer> {
     slowFrames.add(this, next);
   }
 
+  // -- Service mode (docs/architecture.md, "Service mode") ---------------------------------------
+
+  /** Serves this connection with `service` instead of a handler: frames are read in the data path. */
+  #serveFrames(service: ResolvedService): void {
+    try {
+      this.#decoder = service.decoder();
+    } catch (error) {
+      this.#handlerFailed(error);
+      return;
+    }
+    this.#svc = { spec: service, order: NO_SLOTS, inFlight: 0, endData: undefined };
+    this.#serviceCheck();
+  }
+
+  /**
+   * One decode pass, run on input (`chunk`), at end of stream, on `drain` and when the first
+   * pending reply settles: the settled replies at the head of `order` join the batch, frames
+   * are decoded and called until the decoder needs more bytes or a bound stops the pass
+   * (`maxInFlight` async replies pending, the socket's buffer past its high-water mark, `end()`),
+   * the batch goes out in one write, reading is paused or resumed to match, and idleness is
+   * judged.
+   */
+  #serviceDecode(chunk: Buffer | undefined): void {
+    const svc = this.#svc!;
+    const socket = this.#socket;
+    const decoder = this.#decoder!;
+    this.#flags |= SVC_PASS;
+    let partial = false;
+    let full = false;
+    do {
+      try {
+        if (chunk !== undefined) decoder.push(chunk);
+        chunk = undefined;
+        this.#takeSettled(svc);
+        // Nothing is written during the loop: the socket's queue is read once.
+        const room = socket.writableHighWaterMark - socket.writableLength;
+        const max = svc.spec.maxInFlight;
+        full = false;
+        while ((this.#flags & (SVC_END | HANDLER_DONE)) === 0 && !socket.destroyed) {
+          if (svc.inFlight >= max) break;
+          if (batchBytes >= room) {
+            full = true; // write what is batched; go on if the socket takes it
+            break;
+          }
+          let frame = decoder.next();
+          if (frame === undefined) {
+            if ((this.#flags & EOF) === 0) {
+              partial = decoder.buffered > 0;
+              break;
+            }
+            if ((this.#flags & DECODER_ENDED) !== 0) break;
+            this.#flags |= DECODER_ENDED;
+            try {
+              frame = decoder.end();
+            } catch {
+              break; // the peer left in the middle of a frame: nothing to answer
+            }
+            if (frame === undefined) break;
+          }
+          this.#serviceCall(svc, frame);
+        }
+      } catch (error) {
+        full = false;
+        this.#serviceRefused(svc, error); // only the decoder throws here
+      }
+      this.#flushBatch();
+    } while (full && !socket.writableNeedDrain && !socket.destroyed);
+    const flags = (this.#flags &= ~SVC_PASS);
+    if ((flags & HANDLER_DONE) !== 0) return;
+    if (partial) {
+      if ((flags & FRAME_TIMED) === 0) this.#startFrameClock();
+    } else if ((flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
+    if (svc.inFlight >= svc.spec.maxInFlight || socket.writableNeedDrain) {
+      if ((flags & PAUSED) === 0) {
+        this.#flags |= PAUSED;
+        socket.pause();
+      }
+    } else if ((flags & PAUSED) !== 0) {
+      this.#flags = (flags & ~PAUSED) | IN_FLIGHT;
+      socket.resume();
+    }
+    this.#serviceCheck();
+  }
+
+  /** Calls the service for one frame; a synchronous reply costs no promise and no microtask. */
+  #serviceCall(svc: ServiceRun, frame: unknown): void {
+    let result: Reply | PromiseLike<Reply> | typeof FAILED;
+    try {
+      result = svc.spec.call(frame, this[kCtx], this);
+    } catch (error) {
+      result = this.#serviceError(svc, error);
+      if (result === FAILED) return;
+    }
+    if (
+      typeof result !== 'object' ||
+      result === null ||
+      ArrayBuffer.isView(result) ||
+      typeof (result as PromiseLike<Reply>).then !== 'function'
+    ) {
+      const reply = result as Reply;
+      if (svc.order.length > 0) svc.order.push({ reply, done: true });
+      else if (reply != null) batchAdd(reply);
+      return;
+    }
+    if (svc.order === NO_SLOTS) svc.order = [];
+    const order = svc.order;
+    const slot: Slot = { reply: undefined, done: false };
+    order.push(slot);
+    svc.inFlight++;
+    (result as PromiseLike<Reply>).then(
+      (reply) => this.#serviceSettled(svc, order, slot, reply),
+      (error: unknown) => {
+        if (svc.order !== order) return;
+        const reply = this.#serviceError(svc, error);
+        if (reply !== FAILED) this.#serviceSettled(svc, order, slot, reply);
+      },
+    );
+  }
+
+  /** An async reply settled: the pass runs again if it was first in line or frees a slot. */
+  #serviceSettled(svc: ServiceRun, order: Slot[], slot: Slot, reply: Reply): void {
+    if (svc.order !== order) return; // the connection was cut off, failed or finished meanwhile
+    slot.reply = reply;
+    slot.done = true;
+    const wasFull = svc.inFlight-- >= svc.spec.maxInFlight;
+    if (order[0] === slot || wasFull) this.#serviceDecode(undefined);
+  }
+
+  /** Settled replies at the head of `order` join the batch. */
+  #takeSettled(svc: ServiceRun): void {
+    const order = svc.order;
+    let taken = 0;
+    while (taken < order.length && order[taken]!.done) {
+      const reply = order[taken++]!.reply;
+      if (reply != null) batchAdd(reply);
+    }
+    if (taken > 0) order.splice(0, taken);
+  }
+
+  /**
+   * Writes the pass's replies: one write, or one writev (corked) for several (adjacent views of
+   * one buffer are one entry already, see `batchAdd`).
+   */
+  #flushBatch(): void {
+    endRun();
+    const count = batch.length;
+    if (count === 0) return;
+    const socket = this.#socket;
+    let flushed = true;
+    if (!socket.destroyed && !socket.writableEnded) {
+      if (count === 1) flushed = socket.write(batch[0]!);
+      else {
+        socket.cork();
+        for (let i = 0; i < count; i++) flushed = socket.write(batch[i]!);
+        socket.uncork();
+      }
+    }
+    batch.length = 0;
+    batchBytes = 0;
+    if (!flushed && (this.#flags & DRAIN_HOOKED) === 0) {
+      this.#flags |= DRAIN_HOOKED;
+      socket.on('drain', onDrain);
+    }
+  }
+
+  /**
+   * `call` threw or rejected: `errorReply` turns the error into this frame's reply, or the
+   * connection is destroyed and the error reported, as a handler's would be.
+   */
+  #serviceError(svc: ServiceRun, error: unknown): Reply | typeof FAILED {
+    const errorReply = svc.spec.errorReply;
+    if (errorReply !== undefined && (this.#flags & HANDLER_DONE) === 0) {
+      try {
+        return errorReply(error, this);
+      } catch (replyError) {
+        error = replyError;
+      }
+    }
+    if ((this.#flags & HANDLER_DONE) === 0) this.#handlerFailed(error);
+    return FAILED;
+  }
+
+  /** The decoder refused the input: the replies before it go out, then `errorReply`'s, then FIN. */
+  #serviceRefused(svc: ServiceRun, error: unknown): void {
+    let reply: Reply;
+    const errorReply = svc.spec.errorReply;
+    if (errorReply !== undefined) {
+      try {
+        reply = errorReply(error, this);
+      } catch (replyError) {
+        this.#handlerFailed(replyError);
+        return;
+      }
+    }
+    void this.#serviceEnd(reply ?? undefined);
+  }
+
+  /**
+   * `end()` in service mode: no later frame is read; the connection ends once every reply so far
+   * is written, then `data`. Resolves when the FIN is sent.
+   */
+  #serviceEnd(data: string | Uint8Array | undefined): Promise<void> {
+    if ((this.#flags & SVC_END) === 0) {
+      this.#flags |= SVC_END;
+      this.#svc!.endData = data;
+    }
+    if (this.#finished === undefined) {
+      const socket = this.#socket;
+      socket.on('finish', onFinish);
+      if (socket.destroyed) this.#finished = RESOLVED;
+      else {
+        this.#finished = new Promise<void>(capture);
+        this.#resolveFinished = capturedResolve;
+      }
+    }
+    const finished = this.#finished;
+    this.#serviceCheck();
+    return finished;
+  }
+
+  /**
+   * Service mode's idleness: no frame in progress or waiting to be decoded, no reply pending or
+   * waiting for `drain`, no `hold()`, no write of the user's waiting. Once idle, a connection
+   * whose peer sent FIN or that called `end()` finishes, and so does one asked to end
+   * (shutdown, idle timeout), after any input in flight has been answered.
+   */
+  #serviceCheck(): void {
+    const flags = this.#flags;
+    if ((flags & (SVC_PASS | HANDLER_DONE)) !== 0) return;
+    const svc = this.#svc!;
+    const decoder = this.#decoder!;
+    const busy =
+      svc.order.length > 0 ||
+      this.#socket.writableNeedDrain ||
+      this.#holds > 0 ||
+      this.#writers.length > 0 ||
+      (decoder.buffered > 0 && (flags & (SVC_END | DECODER_ENDED)) === 0);
+    if (busy) {
+      if (this.#state === 'idle') this.#setState('active');
+      return;
+    }
+    if ((flags & (SVC_END | EOF)) !== 0) {
+      this.#serviceFinish();
+      return;
+    }
+    if (this.#state === 'active') this.#setState('idle');
+    if ((flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
+    // Input the peer already sent may still be on its way up: answer it, never drop it.
+    if ((flags & IN_FLIGHT) !== 0 || this.#socket.readableLength > 0) this.#endWhenQuiet();
+    else this.#serviceFinish();
+  }
+
+  /** Every reply is written: `end()`'s data, then FIN, as when a handler returns. */
+  #serviceFinish(): void {
+    const data = this.#svc!.endData;
+    const socket = this.#socket;
+    if (data !== undefined && !socket.destroyed && !socket.writableEnded) socket.write(data);
+    this.#afterHandler(false);
+  }
+
   #onData(chunk: Buffer): void {
     const flags = this.#flags;
     // Nobody will read it: discard while the connection closes.
@@ -1027,6 +1384,12 @@ export class Conn implements AsyncIterable<Buffer> {
     // its first request, let it end once that is answered. Later chunks skip the write.
     if ((flags & (RECEIVED | AWAIT_FIRST)) !== RECEIVED) {
       this.#flags = (flags & ~AWAIT_FIRST) | RECEIVED | ((flags & AWAIT_FIRST) === 0 ? 0 : END_NOW);
+    }
+    if (this.#svc !== undefined) {
+      // Bytes arrived: active while they are answered (idle again at the end of the pass, if so).
+      if (this.#state === 'idle') this.#setState('active');
+      this.#serviceDecode(chunk);
+      return;
     }
     if (this.#readResolve !== undefined) {
       // Hand the chunk over before announcing the state: a listener may start a shutdown.
@@ -1046,6 +1409,10 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #onEnd(): void {
     this.#flags |= EOF;
+    if (this.#svc !== undefined) {
+      if ((this.#flags & HANDLER_DONE) === 0) this.#serviceDecode(undefined);
+      return;
+    }
     if (this.#readResolve !== undefined) {
       this.#settleRead(null);
       if (this.#state === 'idle') this.#setState('active');
@@ -1058,13 +1425,16 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #onDrain(): void {
     const writers = this.#writers;
-    if (writers.length === 0) return;
-    this.#writers = NO_WAITERS;
-    for (const writer of writers) {
-      disarm(writer.deadline);
-      writer.resolve(undefined);
+    if (writers.length > 0) {
+      this.#writers = NO_WAITERS;
+      for (const writer of writers) {
+        disarm(writer.deadline);
+        writer.resolve(undefined);
+      }
     }
-    this.#maybeIdle();
+    if (this.#svc !== undefined) {
+      if ((this.#flags & HANDLER_DONE) === 0) this.#serviceDecode(undefined); // replies flushed: read on
+    } else if (writers.length > 0) this.#maybeIdle();
   }
 
   #onFinish(): void {

@@ -129,8 +129,8 @@ export class AbortedError extends TcpServerError {
 
 /** Only one `read()` may be pending on a connection at a time, as with Go's `net.Conn`. */
 export class ConcurrentReadError extends TcpServerError {
-  constructor() {
-    super('ERR_CONCURRENT_READ', 'another read is already pending on this connection');
+  constructor(message = 'another read is already pending on this connection') {
+    super('ERR_CONCURRENT_READ', message);
   }
 }
 

@@ -12,6 +12,7 @@ import type { Context } from './context.js';
 import { InvalidOptionError } from './errors.js';
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import { type ProxyProtocolOptions, type ResolvedProxyOptions, resolveProxyOptions } from './proxy-stage.js';
+import { type ResolvedService, resolveService, type Service } from './service.js';
 import { describeValue as describe, duration, type Random } from './timers.js';
 
 /** The per-connection function a server runs. It owns the connection until it returns. */
@@ -28,7 +29,7 @@ export interface Logger {
 /** A listener that already exists: a `net.Server`, an inherited descriptor, or systemd's. */
 export type ListenerOption = NetServer | { fd: number } | 'systemd';
 
-/** Everything a server can be configured with. Only `handler` is required. */
+/** Everything a server can be configured with. Only `handler` (or `service`) is required. */
 export interface ServerOptions {
   /** A name for logs and diagnostics. Default `"tcpserver"`. */
   name?: string;
@@ -36,8 +37,15 @@ export interface ServerOptions {
   network?: Network;
   /** Go-style address: `:8080`, `127.0.0.1:0`, `[::1]:8080`, a unix path or `@abstract`. */
   address?: string;
-  /** The connection handler. Required. */
+  /** The connection handler: one call per connection (the stream mode). Required unless `service`. */
   handler?: Handler;
+  /**
+   * Serve a request/reply protocol instead of running a handler (the service mode): a decoder
+   * and a function from one frame to its reply, called from the data path. Exactly one of
+   * `handler` and `service`.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: a server serves any frame type; each Service<T> is checked where it is written
+  service?: Service<any>;
   /** Serve TLS with these `node:tls` options (`key`, `cert`, `ca`, `requestCert`, `ALPNProtocols`...). */
   tls?: TlsOptions;
   /** Serve on a listener that already exists instead of binding `address`. */
@@ -138,7 +146,9 @@ export interface ResolvedOptions {
   network: Network;
   /** Absent when a `listener` was given without an address. */
   listen: ListenSpec | undefined;
-  handler: Handler;
+  /** Exactly one of `handler` and `service` is set. */
+  handler: Handler | undefined;
+  service: ResolvedService | undefined;
   tls: TlsOptions | undefined;
   listener: ListenerOption | undefined;
   maxConnections: number;
@@ -168,6 +178,7 @@ const SERVER_OPTION_KEYS: KnownKeys<ServerOptions> = {
   network: true,
   address: true,
   handler: true,
+  service: true,
   tls: true,
   listener: true,
   maxConnections: true,
@@ -226,6 +237,11 @@ export const maxConnections =
   (value: number): Option =>
   (o) =>
     void (o.maxConnections = value);
+/** Sets {@link ServerOptions.service}. */
+export const service =
+  <T>(value: Service<T>): Option =>
+  (o) =>
+    void (o.service = value);
 /** Sets {@link ServerOptions.idleTimeout}. */
 export const idleTimeout =
   (ms: number): Option =>
@@ -314,7 +330,11 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   }
   checkKeys(options, SERVER_OPTION_KEYS);
   const { handler: run, listener: existing } = options;
-  if (typeof run !== 'function') {
+  let svc: ResolvedService | undefined;
+  if (options.service !== undefined) {
+    if (run !== undefined) throw new InvalidOptionError('handler and service are exclusive: give one');
+    svc = resolveService(options.service);
+  } else if (typeof run !== 'function') {
     throw new InvalidOptionError(`handler must be a function, got ${describe(run)}`);
   }
   const net = parseNetwork(options.network ?? 'tcp');
@@ -354,6 +374,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     network: net,
     listen,
     handler: run,
+    service: svc,
     tls: options.tls,
     listener: existing,
     maxConnections: maxConns,

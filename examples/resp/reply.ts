@@ -24,13 +24,20 @@ export const EMPTY_ARRAY = Buffer.from('*0\r\n');
  * previous take and never writes over them again, so they can go to the socket without a copy.
  */
 export class ReplyWriter {
-  private buf = Buffer.allocUnsafe(MIN_CAPACITY);
+  /** Size of each fresh buffer: small for one connection's batches, larger for one shared writer. */
+  private readonly capacity: number;
+  private buf: Buffer;
   /** Start of the bytes not yet taken. */
   private start = 0;
   private pos = 0;
   /** Earlier pieces of this batch, when a big value was queued without copying. */
   private pieces: Buffer[] = [];
   private piecesLength = 0;
+
+  constructor(capacity = MIN_CAPACITY) {
+    this.capacity = capacity;
+    this.buf = Buffer.allocUnsafe(capacity);
+  }
 
   /** Bytes of replies written and not yet taken. */
   get length(): number {
@@ -45,6 +52,22 @@ export class ReplyWriter {
     this.pieces = [];
     this.piecesLength = 0;
     return out;
+  }
+
+  /**
+   * Everything written since the last take, as one buffer, or `undefined` if nothing was: the
+   * reply of one command. Replies taken one after the other are adjacent views of one buffer
+   * (until it fills), so a batch of them still goes out as one write.
+   */
+  takeOne(): Buffer | undefined {
+    if (this.pieces.length === 0) {
+      if (this.pos === this.start) return undefined;
+      const reply = this.buf.subarray(this.start, this.pos);
+      this.start = this.pos;
+      return reply;
+    }
+    const pieces = this.take();
+    return pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
   }
 
   /** Bytes that are already a complete reply (see {@link OK}, {@link NIL}, ...). */
@@ -144,7 +167,7 @@ export class ReplyWriter {
   private reserve(n: number): void {
     if (this.pos + n <= this.buf.length) return;
     const pending = this.pos - this.start;
-    const next = Buffer.allocUnsafe(Math.max(MIN_CAPACITY, (pending + n) * 2));
+    const next = Buffer.allocUnsafe(Math.max(this.capacity, (pending + n) * 2));
     this.buf.copy(next, 0, this.start, this.pos);
     this.buf = next;
     this.start = 0;
