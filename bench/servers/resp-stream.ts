@@ -7,11 +7,11 @@
  * @module
  */
 
-import { protocolErrorReply } from '../../examples/resp.js';
 import { execute } from '../../examples/resp/commands.js';
 import { type RespCommand, RespDecoder } from '../../examples/resp/decoder.js';
 import { ReplyWriter } from '../../examples/resp/reply.js';
 import { Store } from '../../examples/resp/store.js';
+import { protocolErrorReply } from '../../examples/resp.js';
 import * as tcpserver from '../../src/index.js';
 import { type BenchServer, benchFrameworkServer, HOST, runServerChild } from '../lib/server-child.js';
 
