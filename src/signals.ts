@@ -44,8 +44,13 @@ export interface SignalLogger {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
   error(obj: object, msg?: string): void;
-  /** pino's; called before `process.exit` so buffered lines are not lost. */
-  flush?: () => void;
+  /**
+   * pino's. Before `process.exit` it is called with a callback and the exit waits for it (at most
+   * 1 s), so that lines still being written asynchronously are neither lost nor
+   * overtaken by the lines pino's exit hook writes synchronously. A `flush()` that takes no callback is
+   * called and the exit follows at once.
+   */
+  flush?: (cb?: (err?: Error | null) => void) => void;
 }
 
 /** Options of {@link shutdownOnSignals}. */
@@ -126,6 +131,9 @@ export interface SignalShutdown {
 
 /** Exit code used after a forced shutdown (and after a failed one). */
 export const FORCED_EXIT_CODE = 1;
+
+/** The longest `exit: true` waits for the logger's `flush(cb)` before `process.exit`, in ms. */
+const FLUSH_TIMEOUT = 1000;
 
 /**
  * Installs signal listeners that shut `srv` down gracefully.
@@ -369,10 +377,27 @@ function seconds(ms: number): string {
 
 function exitProcess(code: number, logger: SignalLogger | undefined): void {
   process.exitCode = code;
-  try {
-    logger?.flush?.();
-  } catch {
-    // A logger that cannot flush must not turn a clean exit into a crash.
+  let exited = false;
+  const exit = (): void => {
+    if (exited) return;
+    exited = true;
+    process.exit(code);
+  };
+  const flush = logger?.flush;
+  if (!flush) {
+    exit();
+    return;
   }
-  process.exit(code);
+  // A logger that cannot flush, or never calls back, must not turn a clean exit into a crash or a hang.
+  setTimeout(exit, FLUSH_TIMEOUT);
+  try {
+    if (flush.length === 0) {
+      flush.call(logger);
+      exit();
+    } else {
+      flush.call(logger, exit);
+    }
+  } catch {
+    exit();
+  }
 }

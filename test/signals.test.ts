@@ -151,6 +151,18 @@ describe('shutdownOnSignals in a child process', () => {
     assert.equal(finalReport(child).graceful, 1);
   });
 
+  it('exit: true waits for the logger to flush before exiting, so no line is lost or reordered', async (t) => {
+    const child = Child.fixture(FIXTURE, { EXIT: '1', SLOW_FLUSH: '200' });
+    t.after(() => child.cleanup());
+    await child.waitFor('fixture ready');
+    child.kill('SIGTERM');
+    const { code } = await child.exited;
+    assert.equal(code, 0, child.output);
+    const complete = child.lines.findIndex((l) => /^shutdown complete/.test(l.msg ?? ''));
+    const flushed = child.lines.findIndex((l) => l.msg === 'flushed');
+    assert.ok(complete >= 0 && flushed > complete, `flushed after the report:\n${child.output}`);
+  });
+
   it('without exit: true it never exits by itself, and it removes its listeners', async (t) => {
     const child = Child.fixture(FIXTURE, { TIMEOUT: '60000' });
     t.after(() => child.cleanup());
