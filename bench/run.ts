@@ -5,7 +5,8 @@
  * timestamped copy).
  *
  * Flags: `--quick` (smoke mode: every path once, tiny counts, checks nothing about speed),
- * `--runs N` (default 5), `--only resp,echo,churn,scale,drain,cluster`, `--profile` (V8 CPU
+ * `--runs N` (default 5), `--rounds N` (rounds of the paired workload, default 30),
+ * `--only paired,resp,echo,churn,scale,drain,cluster`, `--profile` (V8 CPU
  * profiles of the server children into bench/results/profiles/), `--aa` (A/A calibration:
  * baseline vs baseline),
  * `--match 'GET -P 16'` (only the RESP configurations whose label contains the text), `--against
@@ -21,6 +22,7 @@ import path from 'node:path';
 import { buildAgainst } from './lib/against.js';
 import { num, parseArgs } from './lib/args.js';
 import { type BenchConfig, fullConfig, quickConfig, type WorkloadContext } from './lib/config.js';
+import { PairedResults, renderPairedTable } from './lib/paired.js';
 import {
   buildChildren,
   CLK_TCK,
@@ -37,10 +39,11 @@ import { runChurn } from './workloads/churn.js';
 import { runCluster } from './workloads/cluster.js';
 import { runDrain } from './workloads/drain.js';
 import { runEcho } from './workloads/echo.js';
+import { runPaired } from './workloads/paired.js';
 import { have, runResp } from './workloads/resp.js';
 import { runScale } from './workloads/scale.js';
 
-const WORKLOADS = ['resp', 'echo', 'churn', 'scale', 'drain', 'cluster'] as const;
+const WORKLOADS = ['paired', 'resp', 'echo', 'churn', 'scale', 'drain', 'cluster'] as const;
 type Workload = (typeof WORKLOADS)[number];
 
 function cpuModel(): string {
@@ -86,7 +89,7 @@ async function main(): Promise<number> {
   if (PINNED) execFileSync('taskset', ['-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' });
   const args = parseArgs();
   const quick = args.has('quick');
-  const cfg: BenchConfig = quick ? quickConfig() : fullConfig(num(args, 'runs', 5));
+  const cfg: BenchConfig = quick ? quickConfig() : fullConfig(num(args, 'runs', 5), num(args, 'rounds', 30));
   cfg.profile = args.has('profile');
   cfg.aa = args.has('aa');
   cfg.match = args.get('match') ?? '';
@@ -127,11 +130,13 @@ async function main(): Promise<number> {
   buildChildren();
   const results = new Results();
   const modes = new ModeResults();
+  const paired = new PairedResults();
   const t0 = Date.now();
-  const ctx: WorkloadContext = { cfg, results, modes, log: (m) => console.log(m) };
+  const ctx: WorkloadContext = { cfg, results, modes, paired, log: (m) => console.log(m) };
   for (const w of WORKLOADS) {
     if (!only.has(w)) continue;
-    if ((w === 'drain' || w === 'cluster') && cfg.aa) continue; // framework-only figures
+    // Framework-only figures; the paired workload has its own A/A pair.
+    if ((w === 'drain' || w === 'cluster' || w === 'paired') && cfg.aa) continue;
     if (w === 'resp' && !have('redis-benchmark')) {
       const msg = 'redis-benchmark not found: install redis-tools (apt-get install redis-tools)';
       if (process.env.CI === 'true') throw new Error(msg);
@@ -140,7 +145,8 @@ async function main(): Promise<number> {
     }
     console.log(`[${w}]`);
     const started = Date.now();
-    if (w === 'resp') await runResp(ctx);
+    if (w === 'paired') await runPaired(ctx);
+    else if (w === 'resp') await runResp(ctx);
     else if (w === 'echo') await runEcho(ctx);
     else if (w === 'churn') await runChurn(ctx);
     else if (w === 'scale') await runScale(ctx);
@@ -150,9 +156,19 @@ async function main(): Promise<number> {
   }
 
   const rows: FigureResult[] = results.reduce();
+  const pairedRows = paired.reduce();
   meta.commands = [...commandLog];
-  const failed = rows.filter((r) => r.pass === false);
+  const failed = [
+    ...rows.filter((r) => r.pass === false).map((f) => `${f.workload} ${f.figure}`),
+    ...pairedRows.filter((r) => r.pass === false).map((f) => `${f.workload} ${f.figure} ${f.pair.title}`),
+  ];
   console.log(`${((Date.now() - t0) / 1000).toFixed(0)} s total`);
+  if (!paired.empty) {
+    console.log(
+      `\nthe performance targets, paired: ${cfg.paired.rounds} rounds (idle: ${cfg.paired.idleRounds}), order rotating each round, CPU from schedstat; ratio = median of the per-round ratios a/b, with its 95% bootstrap interval\n`,
+    );
+    console.log(renderPairedTable(pairedRows, { checked: !quick }));
+  }
   if (rows.length > 0) {
     console.log(`\nmedians of ${cfg.runs} run(s); ratio = framework / baseline\n`);
     console.log(renderTable(rows, { checked: !quick }));
@@ -177,7 +193,7 @@ async function main(): Promise<number> {
   const dir = path.join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const cluster = modes.empty ? undefined : { figures: clusterRows, unsupported: modes.unsupported };
-  const json = `${JSON.stringify({ meta, figures: rows, cluster, interference: results.interference }, null, 2)}\n`;
+  const json = `${JSON.stringify({ meta, paired: pairedRows, figures: rows, cluster, interference: results.interference }, null, 2)}\n`;
   const stamp = meta.date.replace(/[:.]/g, '-');
   const partial = WORKLOADS.some((w) => !only.has(w)) || cfg.match !== '';
   const name = resultsName(cfg, partial, only.size === 1 && only.has('cluster'));
@@ -197,9 +213,7 @@ async function main(): Promise<number> {
     return 0;
   }
   if (failed.length) {
-    console.log(
-      `\n${failed.length} target(s) FAILED: ${failed.map((f) => `${f.workload} ${f.figure}`).join('; ')}`,
-    );
+    console.log(`\n${failed.length} target(s) FAILED: ${failed.join('; ')}`);
     return 1;
   }
   console.log('\nall targets PASS');

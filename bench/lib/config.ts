@@ -5,6 +5,7 @@
  */
 
 import { againstScript } from './against.js';
+import type { PairedResults } from './paired.js';
 import { nodeArgv, SERVER_CPU, type SpawnSpec } from './proc.js';
 import type { ModeResults, Results } from './results.js';
 
@@ -26,6 +27,19 @@ export interface BenchConfig {
   pingpong: { count: number; warmup: number };
   churn: { count: number; concurrency: number; seconds: number; warmupCount: number };
   scale: { conns: number; parallel: number };
+  /**
+   * The paired workload (the performance targets): `rounds` rounds of every RESP configuration,
+   * `nPlain` / `nPipelined` requests per server per round, after `warmupN` per server; and
+   * `idleRounds` rounds of `idleConns` idle connections per server.
+   */
+  paired: {
+    rounds: number;
+    nPlain: number;
+    nPipelined: number;
+    warmupN: number;
+    idleConns: number;
+    idleRounds: number;
+  };
   drain: { conns: number; maxMs: number };
   /**
    * The cluster workload: `workers` per supervisor; churn connections and RESP requests per
@@ -42,7 +56,7 @@ export interface BenchConfig {
 }
 
 /** The full bench: about 10 minutes on the 2-core reference machine (5 runs). */
-export function fullConfig(runs = 5): BenchConfig {
+export function fullConfig(runs = 5, rounds = 30): BenchConfig {
   return {
     quick: false,
     runs,
@@ -55,6 +69,14 @@ export function fullConfig(runs = 5): BenchConfig {
     pingpong: { count: 20_000, warmup: 2_000 },
     churn: { count: 20_000, concurrency: 16, seconds: 20, warmupCount: 5_000 },
     scale: { conns: 10_000, parallel: 256 },
+    paired: {
+      rounds,
+      nPlain: 60_000,
+      nPipelined: 600_000,
+      warmupN: 100_000,
+      idleConns: 10_000,
+      idleRounds: 10,
+    },
     drain: { conns: 100, maxMs: 200 },
     cluster: {
       workers: 2,
@@ -81,6 +103,7 @@ export function quickConfig(): BenchConfig {
     pingpong: { count: 300, warmup: 50 },
     churn: { count: 300, concurrency: 8, seconds: 5, warmupCount: 0 },
     scale: { conns: 200, parallel: 64 },
+    paired: { rounds: 2, nPlain: 2_000, nPipelined: 10_000, warmupN: 0, idleConns: 200, idleRounds: 2 },
     drain: { conns: 10, maxMs: 20 },
     cluster: { workers: 2, churnCount: 300, nPlain: 2_000, nPipelined: 10_000, warmupChurn: 0, warmupN: 0 },
   };
@@ -99,6 +122,8 @@ export interface WorkloadContext {
   results: Results;
   /** The cluster workload's figures (one process, round-robin, reusePort side by side). */
   modes: ModeResults;
+  /** The paired workload's figures (the performance targets). */
+  paired: PairedResults;
   log: (msg: string) => void;
 }
 

@@ -153,6 +153,13 @@ function fmt(n: number | undefined | null): string {
   return n.toFixed(3);
 }
 
+/** An aligned text table (markdown-compatible) of a header and rows of cells. */
+export function alignedTable(header: readonly string[], body: readonly string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
+
 /** Renders the results as an aligned text table (markdown-compatible). */
 export function renderTable(rows: FigureResult[], { checked }: { checked: boolean }): string {
   const ratio = (r: number | null) => (r === null ? '-' : r.toFixed(3));
@@ -186,9 +193,7 @@ export function renderTable(rows: FigureResult[], { checked }: { checked: boolea
     targetText(r.target),
     r.pass === null ? '' : !checked ? (r.pass ? '(pass)' : '(fail)') : r.pass ? 'PASS' : 'FAIL',
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+  return alignedTable(header, body);
 }
 
 // -- Side by side: one process, cluster round-robin, cluster reusePort (the cluster workload) ---
@@ -295,7 +300,5 @@ export function renderModeTable(
     cell('reusePort', r.reusePort),
     ratio(r.reusePortRatio),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+  return alignedTable(header, body);
 }

@@ -7,8 +7,66 @@
  */
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
+import { type BenchConfig, serverScript, serverSpec, sides, type WorkloadContext } from '../lib/config.js';
+import { schedCpuNs } from '../lib/paired.js';
 import { LineChild, LOAD_CPU, nodeArgv, ServerChild } from '../lib/proc.js';
+
+/** What one server cost per idle connection, and what closing them all took. */
+export interface IdleRun {
+  /** Resident memory per connection over the empty server (after two full GCs), bytes. */
+  rss: number;
+  /** Heap per connection, bytes. */
+  heap: number;
+  /** Graceful close of every connection, ms. */
+  closeMs: number;
+  /** Server CPU (schedstat) spent by that close, per connection, µs. */
+  closeCpu: number;
+}
+
+/**
+ * One run of `n` idle connections against a fresh server running `script`: memory before and
+ * after, then a graceful close, metered; checks that every connection connected, was accepted,
+ * and got a FIN.
+ */
+export async function idleRun(cfg: BenchConfig, script: string, tag: string, n: number): Promise<IdleRun> {
+  let sc: ServerChild | undefined;
+  let client: LineChild | undefined;
+  try {
+    sc = await ServerChild.start(serverSpec(cfg, script, tag, { raiseNofile: true }));
+    const before = await sc.call('mem');
+    client = new LineChild({
+      argv: [...nodeArgv('bench/load/idle.ts'), '--port', String(sc.port), '--conns', String(n)].concat(
+        '--parallel',
+        String(cfg.scale.parallel),
+      ),
+      cpu: LOAD_CPU,
+      raiseNofile: true,
+    });
+    const connected = await client.waitFor('connected', 60_000);
+    if (connected.connected !== n)
+      throw new Error(`${tag}: only ${String(connected.connected)} of ${n} connected`);
+    // The client sees the handshake before the server accepts: wait until all are accepted.
+    const deadline = Date.now() + 30_000;
+    let open = 0;
+    while ((open = Number((await sc.call('open')).open)) < n && Date.now() < deadline) await sleep(20);
+    if (open < n) throw new Error(`${tag}: server has ${open} of ${n} connections open`);
+    const after = await sc.call('mem');
+    const cpu0 = schedCpuNs(sc.pid);
+    const closed = await sc.call('close', 30_000);
+    const cpu1 = schedCpuNs(sc.pid);
+    const done = await client.waitFor('done', 30_000);
+    if (done.ended !== n) throw new Error(`${tag}: ${String(done.ended)} of ${n} got a FIN`);
+    return {
+      rss: (Number(after.rss) - Number(before.rss)) / n,
+      heap: (Number(after.heapUsed) - Number(before.heapUsed)) / n,
+      closeMs: Number(closed.closeMs),
+      closeCpu: (cpu1 - cpu0) / 1000 / n,
+    };
+  } finally {
+    client?.kill();
+    await sc?.stop();
+  }
+}
 
 /** Runs the scale figures. */
 export async function runScale({ cfg, results, log }: WorkloadContext): Promise<void> {
@@ -17,48 +75,18 @@ export async function runScale({ cfg, results, log }: WorkloadContext): Promise<
   results.define(W, 'RSS per connection', 'bytes', { kind: 'ratioMax', max: 1.25 });
   results.define(W, 'heap per connection', 'bytes');
   results.define(W, 'close() all', 'ms', { kind: 'absBelow', below: 1000 });
+  results.define(W, 'CPU per closed connection', 'µs');
 
   for (let run = 0; run < cfg.runs; run++) {
     for (const side of sides(cfg)) {
-      const script = serverScript(cfg, side, 'echo');
-      let sc: ServerChild | undefined;
-      let client: LineChild | undefined;
-      try {
-        sc = await ServerChild.start(serverSpec(cfg, script, `scale-${side}-${run}`, { raiseNofile: true }));
-        const before = await sc.call('mem');
-        client = new LineChild({
-          argv: [...nodeArgv('bench/load/idle.ts'), '--port', String(sc.port), '--conns', String(n)].concat(
-            '--parallel',
-            String(cfg.scale.parallel),
-          ),
-          cpu: LOAD_CPU,
-          raiseNofile: true,
-        });
-        const connected = await client.waitFor('connected', 60_000);
-        if (connected.connected !== n)
-          throw new Error(`${side}: only ${String(connected.connected)} of ${n} connected`);
-        // The client sees the handshake before the server accepts: wait until all are accepted.
-        const deadline = Date.now() + 30_000;
-        let open = 0;
-        while ((open = Number((await sc.call('open')).open)) < n && Date.now() < deadline) await sleep(20);
-        if (open < n) throw new Error(`${side}: server has ${open} of ${n} connections open`);
-        const after = await sc.call('mem');
-        const closed = await sc.call('close', 30_000);
-        const done = await client.waitFor('done', 30_000);
-        if (done.ended !== n) throw new Error(`${side}: ${String(done.ended)} of ${n} got a FIN`);
-        const rss = (Number(after.rss) - Number(before.rss)) / n;
-        const heap = (Number(after.heapUsed) - Number(before.heapUsed)) / n;
-        const closeMs = Number(closed.closeMs);
-        results.add(W, 'RSS per connection', side, rss);
-        results.add(W, 'heap per connection', side, heap);
-        results.add(W, 'close() all', side, closeMs);
-        log(
-          `  ${W} run ${run + 1} ${side}: ${rss.toFixed(0)} B RSS/conn, ${heap.toFixed(0)} B heap/conn, close ${closeMs.toFixed(1)} ms`,
-        );
-      } finally {
-        client?.kill();
-        await sc?.stop();
-      }
+      const r = await idleRun(cfg, serverScript(cfg, side, 'echo'), `scale-${side}-${run}`, n);
+      results.add(W, 'RSS per connection', side, r.rss);
+      results.add(W, 'heap per connection', side, r.heap);
+      results.add(W, 'close() all', side, r.closeMs);
+      results.add(W, 'CPU per closed connection', side, r.closeCpu);
+      log(
+        `  ${W} run ${run + 1} ${side}: ${r.rss.toFixed(0)} B RSS/conn, ${r.heap.toFixed(0)} B heap/conn, close ${r.closeMs.toFixed(1)} ms, ${r.closeCpu.toFixed(1)} µs CPU/conn`,
+      );
     }
   }
 }

@@ -1,0 +1,187 @@
+/**
+ * Paired workload: the performance targets, measured as `bench/lib/paired.ts` describes. Every
+ * server of a comparison runs once per round, in an order that rotates every round; CPU comes from
+ * schedstat; each figure is the median of the per-round ratios with a 95% bootstrap interval.
+ *
+ * Servers (all long-lived for the CPU rounds, fresh per round for the idle rounds):
+ * - `service`: `examples/resp.ts` (the service mode), `bench/servers/resp.ts`;
+ * - `raw`: raw `node:net` doing the same work, `bench/baseline/resp.ts`, and `raw2`, a second
+ *   copy of it: `raw2 / raw` is the A/A ratio, the noise band of the same run;
+ * - `stream`: the RESP server as a stream-mode handler, `bench/servers/resp-stream.ts`;
+ * - `floor`: the pull floor doing the same work, `bench/floor/resp.ts`;
+ * - references, when installed: `go` (`bench/go/resp.go`, GOMAXPROCS=1) and `redis-server`.
+ *
+ * Figures: CPU per request for RESP PING_MBULK, SET and GET without and with `-P 16`
+ * (`redis-benchmark`); RSS per idle connection and server CPU per closed connection for
+ * `idleConns` idle connections.
+ *
+ * @module
+ */
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { type BenchConfig, serverSpec, type WorkloadContext } from '../lib/config.js';
+import { type Pair, type PairedResults, roundOrder, schedCpuNs } from '../lib/paired.js';
+import { BUILD_DIR, commandLog, ROOT, runToEnd, SERVER_CPU, ServerChild } from '../lib/proc.js';
+import { benchSpec, have, startRedis, TESTS } from './resp.js';
+import { idleRun } from './scale.js';
+
+/** A server of the CPU rounds. */
+interface Running {
+  name: string;
+  port: number;
+  pid: number;
+  stop: () => Promise<void>;
+}
+
+/** The Node servers of the paired rounds, by name. */
+const SCRIPTS = {
+  service: 'bench/servers/resp.ts',
+  raw: 'bench/baseline/resp.ts',
+  raw2: 'bench/baseline/resp.ts',
+  stream: 'bench/servers/resp-stream.ts',
+  floor: 'bench/floor/resp.ts',
+} as const;
+type NodeSide = keyof typeof SCRIPTS;
+
+/** The pairs every CPU figure is judged on, with the targets of the performance issue. */
+const CPU_PAIRS: readonly Pair[] = [
+  { a: 'service', b: 'raw', title: 'service / raw node:net', target: { median: 1.03, high: 1.05 } },
+  { a: 'stream', b: 'floor', title: 'stream / pull floor', target: { median: 1.02 } },
+  { a: 'raw2', b: 'raw', title: 'A/A: raw / raw' },
+  { a: 'stream', b: 'raw', title: 'stream / raw node:net' },
+  { a: 'go', b: 'raw', title: 'Go (reference) / raw node:net' },
+  { a: 'redis', b: 'raw', title: 'redis-server (reference) / raw node:net' },
+];
+
+const MEMORY_PAIRS: readonly Pair[] = [
+  { a: 'service', b: 'raw', title: 'service / raw node:net', target: { median: 1.15 } },
+  { a: 'stream', b: 'floor', title: 'stream / pull floor', target: { median: 1.1 } },
+  { a: 'raw2', b: 'raw', title: 'A/A: raw / raw' },
+];
+
+const CLOSE_PAIRS: readonly Pair[] = [
+  { a: 'service', b: 'raw', title: 'service / raw node:net' },
+  { a: 'stream', b: 'floor', title: 'stream / pull floor' },
+  { a: 'raw2', b: 'raw', title: 'A/A: raw / raw' },
+];
+
+/**
+ * Builds the Go reference server when Go is installed (`apt-get install golang-go`); undefined
+ * otherwise: it is a reference, and the bench runs without it.
+ */
+function buildGo(log: (m: string) => void): string | undefined {
+  if (!hasGo()) {
+    log('  go not found: the Go reference is skipped (apt-get install golang-go)');
+    return undefined;
+  }
+  const out = path.join(ROOT, BUILD_DIR, 'go');
+  mkdirSync(out, { recursive: true });
+  const bin = path.join(out, 'resp');
+  commandLog.add('go build -o <cache>/go/resp bench/go/resp.go');
+  execFileSync('go', ['build', '-o', bin, 'bench/go/resp.go'], {
+    cwd: ROOT,
+    stdio: 'inherit',
+    // Inside the bench's cache, so a run needs no HOME and leaves nothing elsewhere.
+    env: { ...process.env, GOCACHE: path.join(out, 'gocache'), GOPATH: path.join(out, 'gopath') },
+  });
+  return bin;
+}
+
+/** True when `go version` runs (Go has no `--version` flag). */
+function hasGo(): boolean {
+  try {
+    execFileSync('go', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function startNode(cfg: BenchConfig, name: NodeSide): Promise<Running> {
+  const sc = await ServerChild.start(serverSpec(cfg, SCRIPTS[name], `paired-${name}`));
+  return { name, port: sc.port, pid: sc.pid, stop: () => sc.stop() };
+}
+
+async function startGo(bin: string): Promise<Running> {
+  const sc = await ServerChild.start({
+    argv: [bin, '-port', '0'],
+    cpu: SERVER_CPU,
+    env: { GOMAXPROCS: '1' },
+  });
+  return { name: 'go', port: sc.port, pid: sc.pid, stop: () => sc.stop() };
+}
+
+/** The CPU rounds: every RESP configuration, `rounds` rounds of every server. */
+async function cpuRounds({ cfg, log }: WorkloadContext, paired: PairedResults): Promise<void> {
+  const { rounds, nPlain, nPipelined, warmupN } = cfg.paired;
+  const { clients, pipeline } = cfg.resp;
+  const configs = TESTS.flatMap((t) => [
+    { ...t, pipeline: 1, n: nPlain, label: `RESP ${t.csv}` },
+    { ...t, pipeline, n: nPipelined, label: `RESP ${t.csv} -P ${pipeline}` },
+  ]).filter((c) => c.label.includes(cfg.match));
+  for (const c of configs) paired.define(c.label, 'CPU per request', 'µs', CPU_PAIRS);
+
+  const servers: Running[] = [];
+  try {
+    for (const name of Object.keys(SCRIPTS) as NodeSide[]) servers.push(await startNode(cfg, name));
+    const go = buildGo(log);
+    if (go) servers.push(await startGo(go));
+    if (have('redis-server')) servers.push({ ...(await startRedis()), name: 'redis' });
+    else log('  redis-server not found: the reference is skipped (apt-get install redis-server)');
+
+    if (warmupN > 0) {
+      log(`  warmup: ${warmupN} requests per test and pipelining mode, per server`);
+      for (const s of servers)
+        for (const p of [1, pipeline])
+          await runToEnd(benchSpec(s.port, warmupN, clients, 'ping_mbulk,set,get', p), 120_000);
+    }
+    for (const c of configs) {
+      for (let round = 0; round < rounds; round++) {
+        const cells: string[] = [];
+        for (const s of roundOrder(servers, round)) {
+          const cpu0 = schedCpuNs(s.pid);
+          await runToEnd(benchSpec(s.port, c.n, clients, c.t, c.pipeline), 300_000);
+          const perRequest = (schedCpuNs(s.pid) - cpu0) / 1000 / c.n;
+          paired.add(c.label, 'CPU per request', s.name, round, perRequest);
+          cells.push(`${s.name} ${perRequest.toFixed(3)}`);
+        }
+        log(`  ${c.label} round ${round + 1}/${rounds} (µs/req): ${cells.join(', ')}`);
+      }
+    }
+  } finally {
+    for (const s of servers) await s.stop();
+  }
+}
+
+/** The idle rounds: a fresh server per side per round, `idleConns` idle connections, then close(). */
+async function idleRounds({ cfg, log }: WorkloadContext, paired: PairedResults): Promise<void> {
+  const { idleRounds: rounds, idleConns: n } = cfg.paired;
+  const W = `${n} idle connections`;
+  paired.define(W, 'RSS per connection', 'bytes', MEMORY_PAIRS);
+  paired.define(W, 'CPU per closed connection', 'µs', CLOSE_PAIRS);
+  const sides = Object.keys(SCRIPTS) as NodeSide[];
+  for (let round = 0; round < rounds; round++) {
+    const cells: string[] = [];
+    for (const side of roundOrder(sides, round)) {
+      const r = await idleRun(cfg, SCRIPTS[side], `paired-idle-${side}-${round}`, n);
+      paired.add(W, 'RSS per connection', side, round, r.rss);
+      paired.add(W, 'CPU per closed connection', side, round, r.closeCpu);
+      cells.push(`${side} ${r.rss.toFixed(0)} B, ${r.closeCpu.toFixed(1)} µs`);
+    }
+    log(`  ${W} round ${round + 1}/${rounds}: ${cells.join('; ')}`);
+  }
+}
+
+/** Runs the paired figures into `ctx.paired`. */
+export async function runPaired(ctx: WorkloadContext): Promise<void> {
+  if (!have('redis-benchmark')) {
+    const msg = 'redis-benchmark not found: install redis-tools (apt-get install redis-tools)';
+    if (process.env.CI === 'true') throw new Error(msg);
+    ctx.log(`  CPU rounds skipped: ${msg}`);
+  } else {
+    await cpuRounds(ctx, ctx.paired);
+  }
+  await idleRounds(ctx, ctx.paired);
+}
