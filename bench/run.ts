@@ -9,7 +9,9 @@
  * `--only paired,resp,echo,churn,scale,drain,cluster`, `--profile` (V8 CPU
  * profiles of the server children into bench/results/profiles/), `--aa` (A/A calibration:
  * baseline vs baseline),
- * `--match 'GET -P 16'` (only the RESP configurations whose label contains the text), `--against
+ * `--match 'GET -P 16'` (only the RESP configurations, or the paired workload's idle figures with
+ * `--match idle`, whose label contains the text), `--servers service,raw` (only these servers in the
+ * paired workload), `--against
  * <rev>` (the framework built from another commit runs beside this one: see lib/against.ts).
  *
  * @module
@@ -93,6 +95,7 @@ async function main(): Promise<number> {
   cfg.profile = args.has('profile');
   cfg.aa = args.has('aa');
   cfg.match = args.get('match') ?? '';
+  cfg.servers = args.get('servers')?.split(',') ?? [];
   const againstRev = args.get('against');
   if (againstRev !== undefined) cfg.against = buildAgainst(againstRev);
   const only = new Set((args.get('only') ?? WORKLOADS.join(',')).split(',') as Workload[]);

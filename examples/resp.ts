@@ -93,25 +93,27 @@ export function createRespServer(options: RespServerOptions = {}): tcpserver.Ser
 }
 
 /**
- * RESP2 as a service: each command runs synchronously against the store and its reply is taken
- * from one writer shared by every connection (a reply is taken as soon as it is written, so
- * connections never see each other's bytes, and an idle connection holds no buffer).
+ * RESP2 as a service: each command runs synchronously against the store and writes its reply to
+ * one writer shared by every connection, the service's `output`: the connection takes the replies
+ * to a pipelined batch from it at once (so connections never see each other's bytes, and an idle
+ * connection holds no buffer), and no command costs an object of its own.
  */
 export function respService(limits: RespDecoderOptions, store: Store): tcpserver.Service<RespCommand> {
   const out = new ReplyWriter(64 * 1024);
   return {
     decoder: () => new RespDecoder(limits),
+    output: out,
     call: (cmd, _ctx, conn) => {
       // QUIT: this reply is the last; later pipelined commands are dropped, as Redis does.
       if (execute(cmd, out, store)) void conn.end();
-      return out.takeOne();
+      return undefined;
     },
     // A protocol error is answered as Redis words it, then the connection ends; anything else is a bug.
     errorReply: (err) => {
       const reply = protocolErrorReply(err);
       if (reply === undefined) throw err;
       out.error(reply);
-      return out.takeOne();
+      return undefined;
     },
   };
 }

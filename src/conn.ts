@@ -28,7 +28,7 @@ import {
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { Handler } from './options.js';
 import type { ProxyHeader } from './proxy-protocol.js';
-import type { Reply, ResolvedService } from './service.js';
+import type { Reply, ResolvedService, ServiceOutput } from './service.js';
 import {
   kCancel,
   kCtx,
@@ -285,23 +285,29 @@ let batchBytes = 0;
  * ends, so a pipelined batch goes out as one buffer without a view per merge.
  */
 let runFirst: Uint8Array | undefined;
+let runBuffer: ArrayBufferLike | undefined;
 let runEnd = 0;
 
 /** Adds one reply to the batch. */
 function batchAdd(reply: string | Uint8Array): void {
-  batchBytes += reply.length;
-  if (typeof reply !== 'string') {
-    if (runFirst !== undefined && reply.buffer === runFirst.buffer && reply.byteOffset === runEnd) {
-      runEnd += reply.byteLength;
-      return;
-    }
+  if (typeof reply === 'string') {
+    batchBytes += reply.length;
     endRun();
-    runFirst = reply;
-    runEnd = reply.byteOffset + reply.byteLength;
+    batch.push(reply);
+    return;
+  }
+  const length = reply.byteLength;
+  batchBytes += length;
+  const offset = reply.byteOffset;
+  // The offset first: it rules out most non-adjacent views without reading the buffer.
+  if (offset === runEnd && runFirst !== undefined && reply.buffer === runBuffer) {
+    runEnd += length;
     return;
   }
   endRun();
-  batch.push(reply);
+  runFirst = reply;
+  runBuffer = reply.buffer;
+  runEnd = offset + length;
 }
 
 /** Puts the run of adjacent views into the batch as one view. */
@@ -309,8 +315,10 @@ function endRun(): void {
   const first = runFirst;
   if (first === undefined) return;
   runFirst = undefined;
-  const length = runEnd - first.byteOffset;
-  batch.push(length === first.byteLength ? first : new Uint8Array(first.buffer, first.byteOffset, length));
+  const start = first.byteOffset;
+  const length = runEnd - start;
+  batch.push(length === first.byteLength ? first : new Uint8Array(runBuffer!, start, length));
+  runBuffer = undefined;
 }
 
 type Listener = (this: ConnSocket) => void;
@@ -1140,6 +1148,9 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   #serviceDecode(chunk: Buffer | undefined): void {
     const svc = this.#svc!;
+    const spec = svc.spec;
+    const output = spec.output;
+    const ctx = this[kCtx];
     const socket = this.#socket;
     const decoder = this.#decoder!;
     this.#flags |= SVC_PASS;
@@ -1152,11 +1163,11 @@ export class Conn implements AsyncIterable<Buffer> {
         this.#takeSettled(svc);
         // Nothing is written during the loop: the socket's queue is read once.
         const room = socket.writableHighWaterMark - socket.writableLength;
-        const max = svc.spec.maxInFlight;
+        const max = spec.maxInFlight;
         full = false;
         while ((this.#flags & (SVC_END | HANDLER_DONE)) === 0 && !socket.destroyed) {
           if (svc.inFlight >= max) break;
-          if (batchBytes >= room) {
+          if (batchBytes + (output === undefined ? 0 : output.length) >= room) {
             full = true; // write what is batched; go on if the socket takes it
             break;
           }
@@ -1175,12 +1186,23 @@ export class Conn implements AsyncIterable<Buffer> {
             }
             if (frame === undefined) break;
           }
-          this.#serviceCall(svc, frame);
+          let result: Reply | PromiseLike<Reply> | typeof FAILED;
+          try {
+            result = spec.call(frame, ctx, this);
+          } catch (error) {
+            result = this.#serviceError(svc, error);
+            if (result === FAILED) continue; // the connection failed: the loop ends
+          }
+          // No reply, or one written to `output`: it waits there, unless a pending reply is ahead.
+          if (result === undefined) {
+            if (output !== undefined && svc.order.length > 0) this.#placeOutput(svc, output);
+          } else this.#serviceReply(svc, result);
         }
       } catch (error) {
         full = false;
         this.#serviceRefused(svc, error); // only the decoder throws here
       }
+      if (output !== undefined) this.#placeOutput(svc, output);
       this.#flushBatch();
     } while (full && !socket.writableNeedDrain && !socket.destroyed);
     const flags = (this.#flags &= ~SVC_PASS);
@@ -1200,15 +1222,14 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#serviceCheck();
   }
 
-  /** Calls the service for one frame; a synchronous reply costs no promise and no microtask. */
-  #serviceCall(svc: ServiceRun, frame: unknown): void {
-    let result: Reply | PromiseLike<Reply> | typeof FAILED;
-    try {
-      result = svc.spec.call(frame, this[kCtx], this);
-    } catch (error) {
-      result = this.#serviceError(svc, error);
-      if (result === FAILED) return;
-    }
+  /**
+   * Places the reply `call` returned: a synchronous one joins the batch (or waits behind a pending
+   * one), costing no promise and no microtask; a promise gets a slot in `order`. What `call` wrote
+   * to the output before goes first.
+   */
+  #serviceReply(svc: ServiceRun, result: Reply | PromiseLike<Reply>): void {
+    const output = svc.spec.output;
+    if (output !== undefined) this.#placeOutput(svc, output);
     if (
       typeof result !== 'object' ||
       result === null ||
@@ -1216,8 +1237,9 @@ export class Conn implements AsyncIterable<Buffer> {
       typeof (result as PromiseLike<Reply>).then !== 'function'
     ) {
       const reply = result as Reply;
+      if (reply == null) return;
       if (svc.order.length > 0) svc.order.push({ reply, done: true });
-      else if (reply != null) batchAdd(reply);
+      else batchAdd(reply);
       return;
     }
     if (svc.order === NO_SLOTS) svc.order = [];
@@ -1233,6 +1255,21 @@ export class Conn implements AsyncIterable<Buffer> {
         if (reply !== FAILED) this.#serviceSettled(svc, order, slot, reply);
       },
     );
+  }
+
+  /** What was written to the service's output takes its place: in the batch, or behind a pending reply. */
+  #placeOutput(svc: ServiceRun, output: ServiceOutput): void {
+    let reply: Reply;
+    try {
+      if (output.length === 0) return;
+      reply = output.take();
+    } catch (error) {
+      if ((this.#flags & HANDLER_DONE) === 0) this.#handlerFailed(error);
+      return;
+    }
+    if (reply == null) return;
+    if (svc.order.length > 0) svc.order.push({ reply, done: true });
+    else batchAdd(reply);
   }
 
   /** An async reply settled: the pass runs again if it was first in line or frees a slot. */
@@ -1289,7 +1326,13 @@ export class Conn implements AsyncIterable<Buffer> {
     const errorReply = svc.spec.errorReply;
     if (errorReply !== undefined && (this.#flags & HANDLER_DONE) === 0) {
       try {
-        return errorReply(error, this);
+        const reply = errorReply(error, this);
+        // Outside a pass (a promise rejected), what it wrote to the output is this frame's reply:
+        // taken now, before another connection's pass would take it.
+        const output = svc.spec.output;
+        if (reply === undefined && output !== undefined && (this.#flags & SVC_PASS) === 0)
+          return output.take();
+        return reply;
       } catch (replyError) {
         error = replyError;
       }

@@ -77,7 +77,7 @@ export {
 export type { ProxyFailure, ProxyProtocolOptions } from './proxy-stage.js';
 export type { CloseOptions, FdRecoveredInfo, ServerStats, ShutdownReport } from './server.js';
 export { Server } from './server.js';
-export type { Reply, Service } from './service.js';
+export type { Reply, Service, ServiceOutput } from './service.js';
 export type {
   ShutdownOnSignalsOptions,
   SignalLogger,

@@ -19,6 +19,18 @@ import { describeValue as describe } from './timers.js';
 export type Reply = string | Uint8Array | undefined | null;
 
 /**
+ * A buffer of the service's own that `call` writes its replies into instead of returning them
+ * (`Service.output`), as a Netty handler writes to its channel and flushes once per read: the
+ * replies to a pipelined batch then cost no object each.
+ */
+export interface ServiceOutput {
+  /** Bytes written and not yet taken. */
+  readonly length: number;
+  /** Everything written since the last take, as one reply, or `undefined` when nothing was. */
+  take(): Reply;
+}
+
+/**
  * A request/reply protocol (the `service` server option, instead of `handler`): Tower's
  * `Service`, Netty's `channelRead`. Replies are written in request order even when async ones
  * settle out of order.
@@ -45,6 +57,17 @@ export interface Service<T = unknown> {
    * reading until one settles (read backpressure). Default 256.
    */
   maxInFlight?: number;
+  /**
+   * Where synchronous replies may be written instead of returned: a `call` (or `errorReply`) that
+   * writes its reply here returns `undefined`. The connection takes what was written wherever
+   * replies take their place: at the end of every decode pass (one write for a received chunk, as
+   * always), right after a call whose reply must wait behind a pending async one, before a reply
+   * that is returned, and whenever `length` reaches the socket's high-water mark (write
+   * backpressure). One output may serve every connection: passes never nest, and each ends with
+   * the output taken. An async reply is the value its promise resolves to; bytes written here by a
+   * call that returns a promise go before that reply.
+   */
+  output?: ServiceOutput;
 }
 
 /** A service after validation, with defaults applied (internal). */
@@ -53,9 +76,16 @@ export interface ResolvedService {
   readonly call: (frame: unknown, ctx: Context, conn: Conn) => Reply | PromiseLike<Reply>;
   readonly errorReply: ((error: unknown, conn: Conn) => Reply) | undefined;
   readonly maxInFlight: number;
+  readonly output: ServiceOutput | undefined;
 }
 
-const SERVICE_KEYS: KnownKeys<Service> = { decoder: true, call: true, errorReply: true, maxInFlight: true };
+const SERVICE_KEYS: KnownKeys<Service> = {
+  decoder: true,
+  call: true,
+  errorReply: true,
+  maxInFlight: true,
+  output: true,
+};
 
 /** Checks the `service` option. Throws `ERR_INVALID_OPTION` naming the bad value. */
 export function resolveService(value: unknown): ResolvedService {
@@ -80,10 +110,23 @@ export function resolveService(value: unknown): ResolvedService {
       `service.maxInFlight must be a positive integer, got ${describe(service.maxInFlight)}`,
     );
   }
+  const output = service.output;
+  if (
+    output !== undefined &&
+    (output === null ||
+      typeof output !== 'object' ||
+      typeof output.take !== 'function' ||
+      typeof output.length !== 'number')
+  ) {
+    throw new InvalidOptionError(
+      `service.output must be an object with a take() method and a numeric length, got ${describe(output)}`,
+    );
+  }
   return {
     decoder: service.decoder,
     call: service.call as ResolvedService['call'],
     errorReply: service.errorReply,
     maxInFlight,
+    output,
   };
 }

@@ -378,23 +378,23 @@ describe('RESP replies', () => {
     w.bulk(null);
     w.arrayHeader(2);
     assert.equal(
-      Buffer.concat(w.take()).toString('latin1'),
+      Buffer.concat(w.takePieces()).toString('latin1'),
       '+OK\r\n-ERR bad  thing\r\n:0\r\n:-42\r\n:9223372036854775807\r\n$2\r\nhi\r\n$0\r\n\r\n$-1\r\n*2\r\n',
     );
-    assert.deepEqual(w.take(), []);
+    assert.deepEqual(w.takePieces(), []);
     assert.equal(w.length, 0);
   });
 
   test('taken bytes are never overwritten, and big values are queued without a copy', () => {
     const w = new ReplyWriter();
     w.simple('first');
-    const [first] = w.take();
+    const [first] = w.takePieces();
     for (let i = 0; i < 5000; i++) w.bulk(b('0123456789')); // forces growth into a new buffer
     const big = Buffer.alloc(100_000, 0x62);
     w.bulk(big);
     w.simple('after');
     assert.equal(w.length, 5000 * 17 + 9 + 100_000 + 2 + 8);
-    const pieces = w.take();
+    const pieces = w.takePieces();
     assert.equal(first!.toString(), '+first\r\n');
     assert.equal(pieces.length, 3);
     assert.equal(pieces[1], big); // the very same buffer
@@ -437,7 +437,7 @@ function harness(): { store: Store; clock: { now: number }; run: (...args: strin
   const out = new ReplyWriter();
   const run = (...args: string[]): string => {
     execute(args.map(b), out, store);
-    return Buffer.concat(out.take()).toString('latin1');
+    return Buffer.concat(out.takePieces()).toString('latin1');
   };
   return { store, clock, run };
 }
@@ -506,7 +506,7 @@ describe('RESP commands', () => {
     value.fill(0); // the request buffer is reused by the socket layer: the store must not see it
     execute([b('GET'), Buffer.from([0, 0xff, 0x80])], out, store);
     assert.deepEqual(
-      Buffer.concat(out.take()),
+      Buffer.concat(out.takePieces()),
       Buffer.concat([b('+OK\r\n$3\r\n'), Buffer.from([1, 2, 0xfe]), b('\r\n')]),
     );
   });
@@ -596,6 +596,6 @@ describe('RESP commands', () => {
     assert.equal(execute([b('QUIT')], out, store), true);
     assert.equal(execute([b('PING')], out, store), false);
     assert.equal(execute([], out, store), false);
-    assert.equal(Buffer.concat(out.take()).toString(), '+OK\r\n+PONG\r\n');
+    assert.equal(Buffer.concat(out.takePieces()).toString(), '+OK\r\n+PONG\r\n');
   });
 });

@@ -34,6 +34,24 @@ function lines(
   return { decoder: () => lineDecoder({ maxLength: 1024 }), call, ...extra };
 }
 
+/** A service output accumulating text, as `Service.output` wants: `length` and `take()`. */
+class TextOutput {
+  text = '';
+  takes = 0;
+  get length(): number {
+    return this.text.length;
+  }
+  write(text: string): void {
+    this.text += text;
+  }
+  take(): Reply {
+    this.takes++;
+    const text = this.text;
+    this.text = '';
+    return text === '' ? undefined : text;
+  }
+}
+
 /** Collects what a socket receives; `until(text)` resolves once that much has come. */
 function receiver(socket: net.Socket): { text: () => string; until: (n: number) => Promise<string> } {
   let text = '';
@@ -150,49 +168,59 @@ test('a synchronous reply creates no promise on the server', async () => {
   await stopAndCheck(srv);
 });
 
-test('a peer that never reads: reading stops once replies wait for drain, memory stays bounded', async () => {
-  const reply = Buffer.alloc(64 * 1024, 'x');
-  let calls = 0;
-  let conn: Conn | undefined;
-  const { srv, port } = await startServer({
-    service: lines((_line, _ctx, c) => {
-      conn = c;
-      calls++;
-      return reply;
-    }),
+for (const viaOutput of [false, true]) {
+  const how = viaOutput ? 'replies written to output' : 'replies returned';
+  test(`a peer that never reads (${how}): reading stops once replies wait for drain, memory stays bounded`, async () => {
+    const reply = Buffer.alloc(64 * 1024, 'x');
+    const out = new TextOutput();
+    const text = reply.toString();
+    let calls = 0;
+    let conn: Conn | undefined;
+    const { srv, port } = await startServer({
+      service: lines(
+        (_line, _ctx, c) => {
+          conn = c;
+          calls++;
+          if (!viaOutput) return reply;
+          out.write(text);
+          return undefined;
+        },
+        viaOutput ? { output: out } : {},
+      ),
+    });
+    const client = net.connect({ port, host: '127.0.0.1' });
+    client.pause();
+    await once(client, 'connect');
+    // 20,000 requests for 64 KiB each: 1.25 GiB of replies if nothing pushed back.
+    const request = Buffer.from('get\n'.repeat(1000));
+    for (let i = 0; i < 20; i++) client.write(request);
+    await waitForStats(srv, (s) => s.active === 1);
+    let last = -1;
+    for (let i = 0; i < 50 && calls !== last; i++) {
+      last = calls;
+      await sleep(100);
+    }
+    assert.equal(calls, last, 'the service stopped being called');
+    assert.ok(calls < 1_000, `${calls} replies made for a peer that reads nothing`);
+    const socket = conn!.socket;
+    assert.ok(
+      socket.writableLength <= socket.writableHighWaterMark + reply.length,
+      `${socket.writableLength} queued`,
+    );
+    assert.equal(conn!.state, 'active', 'replies waiting for drain: active, not idle');
+    // Reading again lets everything through, in order.
+    let received = 0;
+    client.on('data', (chunk: Buffer) => (received += chunk.length));
+    client.resume();
+    const deadline = performance.now() + 30_000;
+    while (received < 20_000 * reply.length && performance.now() < deadline) await sleep(50);
+    assert.equal(received, 20_000 * reply.length);
+    assert.equal(calls, 20_000);
+    client.end();
+    await waitForStats(srv, (s) => s.open === 0);
+    await stopAndCheck(srv);
   });
-  const client = net.connect({ port, host: '127.0.0.1' });
-  client.pause();
-  await once(client, 'connect');
-  // 20,000 requests for 64 KiB each: 1.25 GiB of replies if nothing pushed back.
-  const request = Buffer.from('get\n'.repeat(1000));
-  for (let i = 0; i < 20; i++) client.write(request);
-  await waitForStats(srv, (s) => s.active === 1);
-  let last = -1;
-  for (let i = 0; i < 50 && calls !== last; i++) {
-    last = calls;
-    await sleep(100);
-  }
-  assert.equal(calls, last, 'the service stopped being called');
-  assert.ok(calls < 1_000, `${calls} replies made for a peer that reads nothing`);
-  const socket = conn!.socket;
-  assert.ok(
-    socket.writableLength <= socket.writableHighWaterMark + reply.length,
-    `${socket.writableLength} queued`,
-  );
-  assert.equal(conn!.state, 'active', 'replies waiting for drain: active, not idle');
-  // Reading again lets everything through, in order.
-  let received = 0;
-  client.on('data', (chunk: Buffer) => (received += chunk.length));
-  client.resume();
-  const deadline = performance.now() + 30_000;
-  while (received < 20_000 * reply.length && performance.now() < deadline) await sleep(50);
-  assert.equal(received, 20_000 * reply.length);
-  assert.equal(calls, 20_000);
-  client.end();
-  await waitForStats(srv, (s) => s.open === 0);
-  await stopAndCheck(srv);
-});
+}
 
 test('maxInFlight: at most that many async replies pending; reading resumes as they settle', async () => {
   const pending: Array<() => void> = [];
@@ -461,6 +489,8 @@ test('reads are refused on a service-mode connection; handler and service are ex
       /unknown option "service.maxInflight" \(did you mean "service.maxInFlight"\?\)/,
     ],
     [{ service: { ...lines(), errorReply: 1 } }, /service.errorReply must be a function, got 1/],
+    [{ service: { ...lines(), output: {} } }, /service.output must be an object with a take\(\) method/],
+    [{ service: { ...lines(), output: { take: () => undefined } } }, /numeric length, got/],
   ];
   for (const [options, message] of bad) {
     assert.throws(
@@ -511,4 +541,73 @@ test('shutdown: a connection silent so far gets firstRequestGrace: its first req
   client.end();
   const report = await closed;
   assert.deepEqual([report.graceful, report.forced], [1, 0]);
+});
+
+test("output: replies written to the service's output go out in order; one output serves many connections without mixing", async () => {
+  const out = new TextOutput();
+  const { srv, port } = await startServer({
+    service: lines(
+      (line) => {
+        out.write(`${line.toUpperCase()}\n`);
+        return undefined;
+      },
+      { output: out },
+    ),
+  });
+  const clients = await Promise.all([connect(port), connect(port), connect(port)]);
+  const expected = clients.map((_, c) => Array.from({ length: 300 }, (_, i) => `c${c}r${i}`));
+  const gots = clients.map((client) => receiver(client));
+  // Interleave the clients' pipelined chunks so their passes alternate.
+  for (let part = 0; part < 3; part++) {
+    clients.forEach((client, c) => {
+      client.write(`${expected[c]!.slice(part * 100, part * 100 + 100).join('\n')}\n`);
+    });
+  }
+  for (const [c, got] of gots.entries()) {
+    const want = expected[c]!.map((r) => `${r.toUpperCase()}\n`).join('');
+    assert.equal(await got.until(want.length), want);
+  }
+  assert.ok(
+    out.takes <= 900 / 50,
+    `${out.takes} takes for 900 pipelined replies: one per pass, not per reply`,
+  );
+  for (const client of clients) client.end();
+  await waitForStats(srv, (s) => s.open === 0);
+  assert.equal(out.text, '', 'nothing left in the output');
+  await stopAndCheck(srv);
+});
+
+test('output with async replies: written replies wait behind a pending one; errorReply written for a rejection takes its place', async () => {
+  const out = new TextOutput();
+  const { srv, port } = await startServer({
+    service: lines(
+      (line) => {
+        const [name, delay] = line.split(' ');
+        if (delay === undefined) {
+          out.write(`${name}\n`); // synchronous: written to the output, nothing returned
+          return undefined;
+        }
+        return sleep(Number(delay)).then(() => {
+          if (name === 'bad') throw new Error('refused');
+          return `${name}\n`;
+        });
+      },
+      {
+        output: out,
+        errorReply: (error) => {
+          out.write(`ERR ${(error as Error).message}\n`);
+          return undefined;
+        },
+      },
+    ),
+  });
+  const client = await connect(port);
+  const got = receiver(client);
+  client.write('a\nb 40\nc\nbad 20\nd\ne 10\nf\n');
+  const expected = 'a\nb\nc\nERR refused\nd\ne\nf\n';
+  assert.equal(await got.until(expected.length), expected);
+  client.end();
+  await waitForStats(srv, (s) => s.open === 0);
+  assert.equal(out.text, '');
+  await stopAndCheck(srv);
 });

@@ -16,15 +16,17 @@ import { FrameTooLargeError, InvalidFrameError } from '../../src/errors.js';
 import { runBaseline } from '../lib/baseline.js';
 
 const store = new Store();
+// One writer for every socket, as the service mode's example has: each chunk's replies are taken
+// before the listener returns, so an idle socket holds no reply buffer.
+const out = new ReplyWriter(64 * 1024);
 
-/** Per-connection state, kept on one object instead of closures. */
+/** Per-connection state, kept on the socket instead of a closure. */
 interface RespSocket extends net.Socket {
   decoder: RespDecoder;
-  out: ReplyWriter;
 }
 
 function onData(this: RespSocket, chunk: Buffer): void {
-  const { decoder, out } = this;
+  const decoder = this.decoder;
   let close = false;
   try {
     decoder.push(chunk);
@@ -42,7 +44,7 @@ function onData(this: RespSocket, chunk: Buffer): void {
     close = true;
   }
   let ok = true;
-  for (const piece of out.take()) ok = this.write(piece);
+  for (const piece of out.takePieces()) ok = this.write(piece);
   if (close) this.end();
   else if (!ok) this.pause();
 }
@@ -55,7 +57,6 @@ const stopSweeper = store.startSweeper(100);
 await runBaseline((socket) => {
   const s = socket as RespSocket;
   s.decoder = new RespDecoder();
-  s.out = new ReplyWriter();
   s.on('data', onData);
   s.on('drain', onDrain);
 }, stopSweeper);

@@ -34,7 +34,7 @@ await runPullFloor(async (socket) => {
       }
     } while ((cmd = decoder.next()) !== undefined);
     let ok = true;
-    for (const piece of out.take()) ok = socket.write(piece);
+    for (const piece of out.takePieces()) ok = socket.write(piece);
     if (close) return;
     if (!ok) await drained(socket);
   }

@@ -20,6 +20,8 @@ export interface BenchConfig {
   aa: boolean;
   /** Only RESP configurations whose label contains this (e.g. `GET -P 16`); all when empty. */
   match: string;
+  /** `--servers`: the paired workload's servers to run (e.g. `service,raw`); all when empty. */
+  servers: string[];
   /** `--against`: the short hash of another commit whose framework runs beside this one; '' when not. */
   against: string;
   resp: { clients: number; pipeline: number; nPlain: number; nPipelined: number; warmupN: number };
@@ -63,6 +65,7 @@ export function fullConfig(runs = 5, rounds = 30): BenchConfig {
     profile: false,
     aa: false,
     match: '',
+    servers: [],
     against: '',
     resp: { clients: 50, pipeline: 16, nPlain: 300_000, nPipelined: 2_000_000, warmupN: 100_000 },
     echo: { conns: 64, size: 64 * 1024, seconds: 5, warmupSeconds: 2 },
@@ -97,6 +100,7 @@ export function quickConfig(): BenchConfig {
     profile: false,
     aa: false,
     match: '',
+    servers: [],
     against: '',
     resp: { clients: 50, pipeline: 16, nPlain: 2_000, nPipelined: 10_000, warmupN: 0 },
     echo: { conns: 8, size: 64 * 1024, seconds: 0.3, warmupSeconds: 0 },

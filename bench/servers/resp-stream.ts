@@ -37,7 +37,7 @@ async function serveConnection(conn: tcpserver.Conn, decoder: RespDecoder, store
       out.error(reply);
       close = true;
     }
-    for (const piece of out.take()) {
+    for (const piece of out.takePieces()) {
       const written = conn.write(piece);
       if (conn.needsDrain) await written;
     }

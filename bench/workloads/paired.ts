@@ -99,6 +99,16 @@ function hasGo(): boolean {
   }
 }
 
+/** True when `--servers` is not given or names `name`. */
+function wanted(cfg: BenchConfig, name: string): boolean {
+  return cfg.servers.length === 0 || cfg.servers.includes(name);
+}
+
+/** The Node servers to run, in the order that keeps each compared pair adjacent in a round. */
+function nodeSides(cfg: BenchConfig): NodeSide[] {
+  return (Object.keys(SCRIPTS) as NodeSide[]).filter((name) => wanted(cfg, name));
+}
+
 async function startNode(cfg: BenchConfig, name: NodeSide): Promise<Running> {
   const sc = await ServerChild.start(serverSpec(cfg, SCRIPTS[name], `paired-${name}`));
   return { name, port: sc.port, pid: sc.pid, stop: () => sc.stop() };
@@ -123,13 +133,18 @@ async function cpuRounds({ cfg, log }: WorkloadContext, paired: PairedResults): 
   ]).filter((c) => c.label.includes(cfg.match));
   for (const c of configs) paired.define(c.label, 'CPU per request', 'µs', CPU_PAIRS);
 
+  if (configs.length === 0) return;
   const servers: Running[] = [];
   try {
-    for (const name of Object.keys(SCRIPTS) as NodeSide[]) servers.push(await startNode(cfg, name));
-    const go = buildGo(log);
-    if (go) servers.push(await startGo(go));
-    if (have('redis-server')) servers.push({ ...(await startRedis()), name: 'redis' });
-    else log('  redis-server not found: the reference is skipped (apt-get install redis-server)');
+    for (const name of nodeSides(cfg)) servers.push(await startNode(cfg, name));
+    if (wanted(cfg, 'go')) {
+      const go = buildGo(log);
+      if (go) servers.push(await startGo(go));
+    }
+    if (wanted(cfg, 'redis')) {
+      if (have('redis-server')) servers.push({ ...(await startRedis()), name: 'redis' });
+      else log('  redis-server not found: the reference is skipped (apt-get install redis-server)');
+    }
 
     if (warmupN > 0) {
       log(`  warmup: ${warmupN} requests per test and pipelining mode, per server`);
@@ -159,9 +174,10 @@ async function cpuRounds({ cfg, log }: WorkloadContext, paired: PairedResults): 
 async function idleRounds({ cfg, log }: WorkloadContext, paired: PairedResults): Promise<void> {
   const { idleRounds: rounds, idleConns: n } = cfg.paired;
   const W = `${n} idle connections`;
+  if (!W.includes(cfg.match)) return;
   paired.define(W, 'RSS per connection', 'bytes', MEMORY_PAIRS);
   paired.define(W, 'CPU per closed connection', 'µs', CLOSE_PAIRS);
-  const sides = Object.keys(SCRIPTS) as NodeSide[];
+  const sides = nodeSides(cfg);
   for (let round = 0; round < rounds; round++) {
     const cells: string[] = [];
     for (const side of roundOrder(sides, round)) {

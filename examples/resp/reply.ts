@@ -45,7 +45,7 @@ export class ReplyWriter {
   }
 
   /** Hands out everything written since the last call, as the buffers to write in order. */
-  take(): Buffer[] {
+  takePieces(): Buffer[] {
     const out = this.pieces;
     if (this.pos > this.start) out.push(this.buf.subarray(this.start, this.pos));
     this.start = this.pos;
@@ -55,18 +55,18 @@ export class ReplyWriter {
   }
 
   /**
-   * Everything written since the last take, as one buffer, or `undefined` if nothing was: the
-   * reply of one command. Replies taken one after the other are adjacent views of one buffer
-   * (until it fills), so a batch of them still goes out as one write.
+   * Everything written since the last take, as one buffer, or `undefined` if nothing was (a
+   * service's `output`: see `respService`). Takes one after the other are adjacent views of one
+   * buffer until it fills.
    */
-  takeOne(): Buffer | undefined {
+  take(): Buffer | undefined {
     if (this.pieces.length === 0) {
       if (this.pos === this.start) return undefined;
       const reply = this.buf.subarray(this.start, this.pos);
       this.start = this.pos;
       return reply;
     }
-    const pieces = this.take();
+    const pieces = this.takePieces();
     return pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
   }
 
