@@ -330,6 +330,19 @@ let onDrain: Listener;
 let onFinish: Listener;
 let onTimeout: Listener;
 let readNext: (conn: Conn) => Promise<IteratorResult<Buffer>>;
+let endIfQuiet: (conns: Conn[]) => void;
+
+/**
+ * Connections waiting for the first of `#endWhenQuiet`'s two hops. The first hop hands the whole
+ * list to the second, and later arrivals start a list (and a first hop) of their own, so every
+ * connection gets two full hops from the moment it was added, for one pair of immediates per turn.
+ */
+let quietWaiting: Conn[] = [];
+function quietFirstHop(): void {
+  const conns = quietWaiting;
+  quietWaiting = [];
+  setImmediate(endIfQuiet, conns);
+}
 
 /** `for await (const chunk of conn)`: prototype methods only, one small object per loop. */
 class ConnIterator implements AsyncIterableIterator<Buffer> {
@@ -464,6 +477,9 @@ export class Conn implements AsyncIterable<Buffer> {
       this[kConn].#onIdleTimeout();
     };
     checkFrame = (conn) => conn.#checkFrame();
+    endIfQuiet = (conns) => {
+      for (const conn of conns) conn.#endIfQuiet();
+    };
     expireLinger = (conn) => {
       conn.#owner[kOnLingerTimeout](conn);
       conn.#socket.destroy(); // its 'close' finishes the bookkeeping
@@ -895,19 +911,21 @@ export class Conn implements AsyncIterable<Buffer> {
    * Ends an idle connection once input in flight has arrived. Bytes the peer already sent may sit
    * in the kernel (read in the next poll phase) or, after read backpressure paused the socket, in
    * the stream's buffer (flowing again on the next tick): two `setImmediate` hops let a full poll
-   * phase run first, so that input is served, never dropped.
+   * phase run first, so that input is served, never dropped. Every connection asked in the same
+   * turn shares the two hops (a shutdown asks thousands at once): see `quietFirstHop`.
    */
   #endWhenQuiet(): void {
     if ((this.#flags & END_CHECK) !== 0) return;
     this.#flags |= END_CHECK;
-    setImmediate(() =>
-      setImmediate(() => {
-        this.#flags &= ~(END_CHECK | IN_FLIGHT);
-        if ((this.#flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
-        if (this.#svc !== undefined) this.#serviceCheck();
-        else if (this.#readResolve !== undefined && this.#canIdle()) this.#endRead();
-      }),
-    );
+    if (quietWaiting.push(this) === 1) setImmediate(quietFirstHop);
+  }
+
+  /** The second hop of `#endWhenQuiet`: the connection ends now if it is still idle. */
+  #endIfQuiet(): void {
+    this.#flags &= ~(END_CHECK | IN_FLIGHT);
+    if ((this.#flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
+    if (this.#svc !== undefined) this.#serviceCheck();
+    else if (this.#readResolve !== undefined && this.#canIdle()) this.#endRead();
   }
 
   /**
