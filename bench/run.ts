@@ -74,14 +74,15 @@ function gitCommit(): string {
 /**
  * Which results file a run writes: only a full, real run of every workload is `latest`; a real
  * run of the cluster workload alone is `cluster-node<major>` (its record per Node line, since
- * reusePort mode needs Node >= 22.12).
+ * reusePort mode needs Node >= 22.12); a real run of the paired workload alone is `paired`.
  */
-function resultsName(cfg: BenchConfig, partial: boolean, clusterOnly: boolean): string {
+function resultsName(cfg: BenchConfig, partial: boolean, clusterOnly: boolean, pairedOnly: boolean): string {
   if (cfg.quick) return 'quick';
   if (cfg.aa) return 'aa';
   if (cfg.profile) return 'profile';
   if (cfg.against !== '') return 'against';
   if (clusterOnly && cfg.match === '') return `cluster-node${process.versions.node.split('.')[0]}`;
+  if (pairedOnly && cfg.match === '' && cfg.servers.length === 0) return 'paired';
   return partial ? 'partial' : 'latest';
 }
 
@@ -199,7 +200,12 @@ async function main(): Promise<number> {
   const json = `${JSON.stringify({ meta, paired: pairedRows, figures: rows, cluster, interference: results.interference }, null, 2)}\n`;
   const stamp = meta.date.replace(/[:.]/g, '-');
   const partial = WORKLOADS.some((w) => !only.has(w)) || cfg.match !== '';
-  const name = resultsName(cfg, partial, only.size === 1 && only.has('cluster'));
+  const name = resultsName(
+    cfg,
+    partial,
+    only.size === 1 && only.has('cluster'),
+    only.size === 1 && only.has('paired'),
+  );
   writeFileSync(path.join(dir, `${name}.json`), json);
   if (quick) console.log(`\nwrote bench/results/${name}.json`);
   else {
