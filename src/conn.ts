@@ -285,7 +285,6 @@ let batchBytes = 0;
  * ends, so a pipelined batch goes out as one buffer without a view per merge.
  */
 let runFirst: Uint8Array | undefined;
-let runBuffer: ArrayBufferLike | undefined;
 let runEnd = 0;
 
 /** Adds one reply to the batch. */
@@ -299,14 +298,13 @@ function batchAdd(reply: string | Uint8Array): void {
   const length = reply.byteLength;
   batchBytes += length;
   const offset = reply.byteOffset;
-  // The offset first: it rules out most non-adjacent views without reading the buffer.
-  if (offset === runEnd && runFirst !== undefined && reply.buffer === runBuffer) {
+  // The offset first: it rules out most non-adjacent views without reading the buffers.
+  if (offset === runEnd && runFirst !== undefined && reply.buffer === runFirst.buffer) {
     runEnd += length;
     return;
   }
   endRun();
   runFirst = reply;
-  runBuffer = reply.buffer;
   runEnd = offset + length;
 }
 
@@ -317,8 +315,7 @@ function endRun(): void {
   runFirst = undefined;
   const start = first.byteOffset;
   const length = runEnd - start;
-  batch.push(length === first.byteLength ? first : new Uint8Array(runBuffer!, start, length));
-  runBuffer = undefined;
+  batch.push(length === first.byteLength ? first : new Uint8Array(first.buffer, start, length));
 }
 
 type Listener = (this: ConnSocket) => void;
@@ -1254,10 +1251,7 @@ export class Conn implements AsyncIterable<Buffer> {
       ArrayBuffer.isView(result) ||
       typeof (result as PromiseLike<Reply>).then !== 'function'
     ) {
-      const reply = result as Reply;
-      if (reply == null) return;
-      if (svc.order.length > 0) svc.order.push({ reply, done: true });
-      else batchAdd(reply);
+      this.#place(svc, result as Reply);
       return;
     }
     if (svc.order === NO_SLOTS) svc.order = [];
@@ -1285,6 +1279,11 @@ export class Conn implements AsyncIterable<Buffer> {
       if ((this.#flags & HANDLER_DONE) === 0) this.#handlerFailed(error);
       return;
     }
+    this.#place(svc, reply);
+  }
+
+  /** A synchronous reply joins the batch, or waits in `order` behind a pending one. */
+  #place(svc: ServiceRun, reply: Reply): void {
     if (reply == null) return;
     if (svc.order.length > 0) svc.order.push({ reply, done: true });
     else batchAdd(reply);

@@ -24,7 +24,7 @@ import path from 'node:path';
 import { type BenchConfig, serverSpec, type WorkloadContext } from '../lib/config.js';
 import { type Pair, type PairedResults, roundOrder, schedCpuNs } from '../lib/paired.js';
 import { BUILD_DIR, commandLog, ROOT, runToEnd, SERVER_CPU, ServerChild } from '../lib/proc.js';
-import { benchSpec, have, startRedis, TESTS } from './resp.js';
+import { benchSpec, have, redisBenchmarkMissing, startRedis, TESTS } from './resp.js';
 import { idleRun } from './scale.js';
 
 /** A server of the CPU rounds. */
@@ -72,7 +72,7 @@ const CLOSE_PAIRS: readonly Pair[] = [
  * otherwise: it is a reference, and the bench runs without it.
  */
 function buildGo(log: (m: string) => void): string | undefined {
-  if (!hasGo()) {
+  if (!have('go', ['version'])) {
     log('  go not found: the Go reference is skipped (apt-get install golang-go)');
     return undefined;
   }
@@ -87,16 +87,6 @@ function buildGo(log: (m: string) => void): string | undefined {
     env: { ...process.env, GOCACHE: path.join(out, 'gocache'), GOPATH: path.join(out, 'gopath') },
   });
   return bin;
-}
-
-/** True when `go version` runs (Go has no `--version` flag). */
-function hasGo(): boolean {
-  try {
-    execFileSync('go', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** True when `--servers` is not given or names `name`. */
@@ -192,12 +182,8 @@ async function idleRounds({ cfg, log }: WorkloadContext, paired: PairedResults):
 
 /** Runs the paired figures into `ctx.paired`. */
 export async function runPaired(ctx: WorkloadContext): Promise<void> {
-  if (!have('redis-benchmark')) {
-    const msg = 'redis-benchmark not found: install redis-tools (apt-get install redis-tools)';
-    if (process.env.CI === 'true') throw new Error(msg);
-    ctx.log(`  CPU rounds skipped: ${msg}`);
-  } else {
-    await cpuRounds(ctx, ctx.paired);
-  }
+  const missing = redisBenchmarkMissing();
+  if (missing !== undefined) ctx.log(`  CPU rounds skipped: ${missing}`);
+  else await cpuRounds(ctx, ctx.paired);
   await idleRounds(ctx, ctx.paired);
 }

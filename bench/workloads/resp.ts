@@ -129,14 +129,25 @@ async function startNode(cfg: BenchConfig, side: Side, script: string): Promise<
   return { side, port: sc.port, pid: sc.pid, stop: () => sc.stop() };
 }
 
-/** True when `tool --version` runs. */
-export function have(tool: string): boolean {
+/** True when `tool <versionArgs>` runs (`--version` for most tools; Go's is `go version`). */
+export function have(tool: string, versionArgs: readonly string[] = ['--version']): boolean {
   try {
-    execFileSync(tool, ['--version'], { stdio: 'ignore' });
+    execFileSync(tool, versionArgs, { stdio: 'ignore' });
     return true;
   } catch {
     return false;
   }
+}
+
+/**
+ * Why the RESP figures cannot run, or undefined when `redis-benchmark` is installed. Under
+ * `CI=true` a missing load generator fails the run instead of skipping its figures.
+ */
+export function redisBenchmarkMissing(): string | undefined {
+  if (have('redis-benchmark')) return undefined;
+  const msg = 'redis-benchmark not found: install redis-tools (apt-get install redis-tools)';
+  if (process.env.CI === 'true') throw new Error(msg);
+  return msg;
 }
 
 /** Runs the RESP figures. */
