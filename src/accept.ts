@@ -19,7 +19,6 @@
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Conn } from './conn.js';
-import { Context } from './context.js';
 import { ConnectionAgeError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import type { ProxyHeader } from './proxy-protocol.js';
@@ -96,7 +95,7 @@ export class AcceptPipeline {
     if (options.noDelay) socket.setNoDelay(true);
     if (options.keepAlive) socket.setKeepAlive(true, options.keepAliveInitialDelay);
     const id = this.#nextId++;
-    const conn = new Conn(host.server, id, socket, new Context(host.server, id));
+    const conn = new Conn(host.server, id, socket);
     host.adopt(conn);
     const ages = this.#ages;
     if (ages !== undefined) {
@@ -138,7 +137,7 @@ export class AcceptPipeline {
       return;
     }
     conn[kServe](stream, header, this.#options.idleTimeout);
-    conn[kRun](this.#options.handler, this.#options.service);
+    conn[kRun](this.#options.handler);
   }
 
   #refused(conn: Conn, reason: RefuseReason, error: Error | undefined): void {

@@ -13,7 +13,7 @@
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Decoder } from './codec/decoder.js';
-import type { Context } from './context.js';
+import { Context } from './context.js';
 import {
   AbortedError,
   ConcurrentReadError,
@@ -28,6 +28,7 @@ import {
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { Handler } from './options.js';
 import type { ProxyHeader } from './proxy-protocol.js';
+import type { Server } from './server.js';
 import type { Reply, ResolvedService, ServiceOutput } from './service.js';
 import {
   kCancel,
@@ -46,6 +47,7 @@ import {
   kReadLimits,
   kRun,
   kServe,
+  kService,
   kWatching,
 } from './symbols.js';
 import { DeadlineQueue, describeValue, isTimeout } from './timers.js';
@@ -85,6 +87,8 @@ export interface ConnOwner {
   /** ms the peer gets to answer our FIN with its own (`lingerTimeout`). */
   readonly [kLingerTimeout]: number;
   readonly [kReadLimits]: ReadLimits;
+  /** The `service` option, when connections are served in service mode. */
+  readonly [kService]: ResolvedService | undefined;
   [kOnState](conn: Conn, state: ConnState, prev: ConnState): void;
   /** A read limit is ending the connection (reported once per connection). */
   [kOnTimeout](conn: Conn, error: LimitError): void;
@@ -249,6 +253,13 @@ const SVC_END = 1 << 18;
 const DECODER_ENDED = 1 << 19;
 /** Service mode: a decode pass is running (idleness is judged when it is over). */
 const SVC_PASS = 1 << 20;
+/**
+ * Served in service mode (the `service` option). Its decoder and `#svc` are made when first
+ * needed (the first byte, end of stream, `end()`): an idle connection that never spoke holds neither.
+ */
+const SERVICE = 1 << 21;
+/** The `'finish'` listener is on the socket (the connection is ending: see `#end`). */
+const FINISH_HOOKED = 1 << 22;
 
 /** A connection's service-mode state (see `#serviceDecode`), made for service-mode connections only. */
 interface ServiceRun {
@@ -370,8 +381,9 @@ class ConnIterator implements AsyncIterableIterator<Buffer> {
 export class Conn implements AsyncIterable<Buffer> {
   /** Unique within the server, increasing from 1. */
   readonly id: number;
-  readonly [kCtx]: Context;
-  readonly #owner: ConnOwner;
+  readonly #owner: Server;
+  /** Made on first use (see `kCtx`). */
+  #ctx: Context | undefined;
   #socket: Socket;
   #state: ConnState = 'new';
   #queue: Buffer[] = NO_CHUNKS;
@@ -391,7 +403,7 @@ export class Conn implements AsyncIterable<Buffer> {
   #resolveFinished: ((value: unknown) => void) | undefined;
   #remote: { address: string | undefined; port: number | undefined } | undefined;
   #proxy: ProxyHeader | undefined;
-  /** Service mode only (the `service` option). */
+  /** Service mode only, made when first needed (see `SERVICE`). */
   #svc: ServiceRun | undefined;
 
   /**
@@ -399,11 +411,10 @@ export class Conn implements AsyncIterable<Buffer> {
    * header, TLS handshake) own the socket's input until `kServe`; until then the connection only
    * watches for the socket failing or closing.
    */
-  constructor(owner: ConnOwner, id: number, socket: Socket, ctx: Context) {
+  constructor(owner: Server, id: number, socket: Socket) {
     this.#owner = owner;
     this.id = id;
     this.#socket = socket;
-    this[kCtx] = ctx;
     (socket as ConnSocket)[kConn] = this;
     socket.on('error', onError);
     socket.on('close', onClose);
@@ -484,6 +495,14 @@ export class Conn implements AsyncIterable<Buffer> {
     readNext = (conn) => conn.#read(undefined, true) as Promise<IteratorResult<Buffer>>;
   }
 
+  /**
+   * @internal The handler's `Context`, made on first use: a service-mode connection that never
+   * spoke needs none, and cancelling makes it to keep the reason.
+   */
+  get [kCtx](): Context {
+    return (this.#ctx ??= new Context(this.#owner, this.id));
+  }
+
   /** The connection's current state. */
   get state(): ConnState {
     return this.#state;
@@ -543,7 +562,7 @@ export class Conn implements AsyncIterable<Buffer> {
    * wait for more bytes.
    */
   readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
-    if (this.#readResolve !== undefined || this.#svc !== undefined)
+    if (this.#readResolve !== undefined || (this.#flags & SERVICE) !== 0)
       return Promise.reject(this.#readRefused());
     if (opts !== undefined) {
       const refused = refuseOptions(opts);
@@ -618,23 +637,31 @@ export class Conn implements AsyncIterable<Buffer> {
    * peer's FIN.
    */
   end(data?: string | Uint8Array): Promise<void> {
-    if (this.#svc !== undefined && (this.#flags & HANDLER_DONE) === 0) return this.#serviceEnd(data);
+    if ((this.#flags & (SERVICE | HANDLER_DONE)) === SERVICE) this.#serviceEnd(data);
+    else this.#end(data);
+    if (this.#finished === undefined) {
+      const socket = this.#socket;
+      if (socket.writableFinished || socket.destroyed) return RESOLVED;
+      // Settled by #onFinish or #onClose, whichever comes first. Made only for a caller of
+      // end(): the framework's own ends (a handler returned, a read limit) wait for no promise.
+      this.#finished = new Promise<void>(capture);
+      this.#resolveFinished = capturedResolve;
+    }
+    return this.#finished;
+  }
+
+  /** Sends `data`, then FIN once every write is flushed; `#onFinish` follows. */
+  #end(data?: string | Uint8Array): void {
     const socket = this.#socket;
     if (this.#state !== 'closed') this.#setState('closing');
-    if (this.#finished === undefined) socket.on('finish', onFinish);
+    if ((this.#flags & FINISH_HOOKED) === 0) {
+      this.#flags |= FINISH_HOOKED;
+      socket.on('finish', onFinish);
+    }
     if (!socket.writableEnded && !socket.destroyed) {
       if (data === undefined) socket.end();
       else socket.end(data);
     }
-    if (this.#finished === undefined) {
-      if (socket.writableFinished || socket.destroyed) this.#finished = RESOLVED;
-      else {
-        // Settled by #onFinish or #onClose, whichever comes first.
-        this.#finished = new Promise<void>(capture);
-        this.#resolveFinished = capturedResolve;
-      }
-    }
-    return this.#finished;
   }
 
   /** Closes the connection at once, discarding unsent data. */
@@ -664,10 +691,12 @@ export class Conn implements AsyncIterable<Buffer> {
    * into two functions bound to this connection: smaller per connection than two arrows and their
    * shared context, or an `async` wrapper (a generator and await closures).
    */
-  [kRun](handler: Handler | undefined, service?: ResolvedService): void {
+  [kRun](handler: Handler | undefined): void {
     this.#setState('active');
-    if (service !== undefined) {
-      this.#serveFrames(service);
+    if (this.#owner[kService] !== undefined) {
+      // Service mode: frames are read in the data path; nothing is made until the first byte.
+      this.#flags |= SERVICE;
+      this.#serviceCheck();
       return;
     }
     let result: void | Promise<void>;
@@ -790,12 +819,12 @@ export class Conn implements AsyncIterable<Buffer> {
       this.#socket.destroy();
       return;
     }
-    void this.end();
+    this.#end();
     if (this.#socket.writableFinished) this.#startLinger();
   }
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
-    if (this.#readResolve !== undefined || this.#svc !== undefined)
+    if (this.#readResolve !== undefined || (this.#flags & SERVICE) !== 0)
       return Promise.reject(this.#readRefused());
     if (opts !== undefined) {
       const refused = refuseOptions(opts);
@@ -841,7 +870,7 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #readRefused(): ConcurrentReadError {
-    return this.#svc === undefined
+    return (this.#flags & SERVICE) === 0
       ? new ConcurrentReadError()
       : new ConcurrentReadError('a service-mode connection is read by the server: it cannot be read too');
   }
@@ -885,7 +914,7 @@ export class Conn implements AsyncIterable<Buffer> {
 
   /** Re-evaluates idleness after something that kept the connection busy went away. */
   #maybeIdle(): void {
-    if (this.#svc !== undefined) {
+    if ((this.#flags & SERVICE) !== 0) {
       this.#serviceCheck();
       return;
     }
@@ -921,7 +950,7 @@ export class Conn implements AsyncIterable<Buffer> {
   #endIfQuiet(): void {
     this.#flags &= ~(END_CHECK | IN_FLIGHT);
     if ((this.#flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
-    if (this.#svc !== undefined) this.#serviceCheck();
+    if ((this.#flags & SERVICE) !== 0) this.#serviceCheck();
     else if (this.#readResolve !== undefined && this.#canIdle()) this.#endRead();
   }
 
@@ -1041,7 +1070,9 @@ export class Conn implements AsyncIterable<Buffer> {
     const error = this.#idleError();
     this.#report(error);
     const idle =
-      this.#svc !== undefined ? this.#state === 'idle' : this.#readResolve !== undefined && this.#canIdle();
+      (this.#flags & SERVICE) !== 0
+        ? this.#state === 'idle'
+        : this.#readResolve !== undefined && this.#canIdle();
     if (idle) this[kEndWhenIdle](error);
     else this.#cutOff(error);
   }
@@ -1064,9 +1095,9 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   #cutOff(error: LimitError): void {
     this.#flags |= CUT_OFF | ENDING;
-    if (this.#svc !== undefined) {
+    if ((this.#flags & SERVICE) !== 0) {
       this.#flags |= HANDLER_DONE; // the service stops here: no frame is read or answered any more
-      this.#svc.order = NO_SLOTS;
+      if (this.#svc !== undefined) this.#svc.order = NO_SLOTS;
     }
     this[kCtx][kCancel](error);
     this.#closeError ??= error;
@@ -1088,7 +1119,7 @@ export class Conn implements AsyncIterable<Buffer> {
       socket.destroy();
       return;
     }
-    void this.end();
+    this.#end();
     if (socket.writableFinished) this.#startLinger();
   }
 
@@ -1141,16 +1172,14 @@ export class Conn implements AsyncIterable<Buffer> {
 
   // -- Service mode (docs/architecture.md, "Service mode") ---------------------------------------
 
-  /** Serves this connection with `service` instead of a handler: frames are read in the data path. */
-  #serveFrames(service: ResolvedService): void {
-    try {
-      this.#decoder = service.decoder();
-    } catch (error) {
-      this.#handlerFailed(error);
-      return;
-    }
-    this.#svc = { spec: service, order: NO_SLOTS, inFlight: 0, endData: undefined };
-    this.#serviceCheck();
+  /** The connection's service-mode state, made on first use (see `SERVICE`). */
+  #serviceRun(): ServiceRun {
+    return (this.#svc ??= {
+      spec: this.#owner[kService]!,
+      order: NO_SLOTS,
+      inFlight: 0,
+      endData: undefined,
+    });
   }
 
   /**
@@ -1162,12 +1191,26 @@ export class Conn implements AsyncIterable<Buffer> {
    * judged.
    */
   #serviceDecode(chunk: Buffer | undefined): void {
+    let decoder = this.#decoder;
+    if (decoder === undefined) {
+      // The first pass with input makes the decoder; without input (end of stream, drain of the
+      // user's own writes before any byte came) there is nothing to decode.
+      if (chunk === undefined) {
+        this.#serviceCheck();
+        return;
+      }
+      try {
+        decoder = this.#decoder = this.#serviceRun().spec.decoder();
+      } catch (error) {
+        this.#handlerFailed(error);
+        return;
+      }
+    }
     const svc = this.#svc!;
     const spec = svc.spec;
     const output = spec.output;
     const ctx = this[kCtx];
     const socket = this.#socket;
-    const decoder = this.#decoder!;
     this.#flags |= SVC_PASS;
     let partial = false;
     let full = false;
@@ -1370,30 +1413,19 @@ export class Conn implements AsyncIterable<Buffer> {
         return;
       }
     }
-    void this.#serviceEnd(reply ?? undefined);
+    this.#serviceEnd(reply ?? undefined);
   }
 
   /**
    * `end()` in service mode: no later frame is read; the connection ends once every reply so far
-   * is written, then `data`. Resolves when the FIN is sent.
+   * is written, then `data` (`#serviceFinish`).
    */
-  #serviceEnd(data: string | Uint8Array | undefined): Promise<void> {
+  #serviceEnd(data: string | Uint8Array | undefined): void {
     if ((this.#flags & SVC_END) === 0) {
       this.#flags |= SVC_END;
-      this.#svc!.endData = data;
+      this.#serviceRun().endData = data;
     }
-    if (this.#finished === undefined) {
-      const socket = this.#socket;
-      socket.on('finish', onFinish);
-      if (socket.destroyed) this.#finished = RESOLVED;
-      else {
-        this.#finished = new Promise<void>(capture);
-        this.#resolveFinished = capturedResolve;
-      }
-    }
-    const finished = this.#finished;
     this.#serviceCheck();
-    return finished;
   }
 
   /**
@@ -1405,14 +1437,13 @@ export class Conn implements AsyncIterable<Buffer> {
   #serviceCheck(): void {
     const flags = this.#flags;
     if ((flags & (SVC_PASS | HANDLER_DONE)) !== 0) return;
-    const svc = this.#svc!;
-    const decoder = this.#decoder!;
+    const decoder = this.#decoder;
     const busy =
-      svc.order.length > 0 ||
+      (this.#svc?.order.length ?? 0) > 0 ||
       this.#socket.writableNeedDrain ||
       this.#holds > 0 ||
       this.#writers.length > 0 ||
-      (decoder.buffered > 0 && (flags & (SVC_END | DECODER_ENDED)) === 0);
+      (decoder !== undefined && decoder.buffered > 0 && (flags & (SVC_END | DECODER_ENDED)) === 0);
     if (busy) {
       if (this.#state === 'idle') this.#setState('active');
       return;
@@ -1430,7 +1461,7 @@ export class Conn implements AsyncIterable<Buffer> {
 
   /** Every reply is written: `end()`'s data, then FIN, as when a handler returns. */
   #serviceFinish(): void {
-    const data = this.#svc!.endData;
+    const data = this.#svc?.endData;
     const socket = this.#socket;
     if (data !== undefined && !socket.destroyed && !socket.writableEnded) socket.write(data);
     this.#afterHandler(false);
@@ -1445,7 +1476,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if ((flags & (RECEIVED | AWAIT_FIRST)) !== RECEIVED) {
       this.#flags = (flags & ~AWAIT_FIRST) | RECEIVED | ((flags & AWAIT_FIRST) === 0 ? 0 : END_NOW);
     }
-    if (this.#svc !== undefined) {
+    if ((flags & SERVICE) !== 0) {
       // Bytes arrived: active while they are answered (idle again at the end of the pass, if so).
       if (this.#state === 'idle') this.#setState('active');
       this.#serviceDecode(chunk);
@@ -1469,7 +1500,7 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #onEnd(): void {
     this.#flags |= EOF;
-    if (this.#svc !== undefined) {
+    if ((this.#flags & SERVICE) !== 0) {
       if ((this.#flags & HANDLER_DONE) === 0) this.#serviceDecode(undefined);
       return;
     }
@@ -1492,7 +1523,7 @@ export class Conn implements AsyncIterable<Buffer> {
         writer.resolve(undefined);
       }
     }
-    if (this.#svc !== undefined) {
+    if ((this.#flags & SERVICE) !== 0) {
       if ((this.#flags & HANDLER_DONE) === 0) this.#serviceDecode(undefined); // replies flushed: read on
     } else if (writers.length > 0) this.#maybeIdle();
   }

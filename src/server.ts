@@ -36,6 +36,7 @@ import {
 } from './listen.js';
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import { checkReusePort, type ResolvedOptions } from './options.js';
+import type { ResolvedService } from './service.js';
 import { Shutdown, type ShutdownHost, type ShutdownReport } from './shutdown.js';
 import {
   kAdoptFd,
@@ -50,6 +51,7 @@ import {
   kOnTimeout,
   kReadLimits,
   kReusePort,
+  kService,
   kWatching,
 } from './symbols.js';
 import { systemdListeners } from './systemd.js';
@@ -383,6 +385,10 @@ export class Server extends EventEmitter implements ConnOwner {
 
   get [kReadLimits](): ReadLimits {
     return this.#readLimits;
+  }
+
+  get [kService](): ResolvedService | undefined {
+    return this.#options.service;
   }
 
   /**

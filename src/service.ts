@@ -36,7 +36,11 @@ export interface ServiceOutput {
  * settle out of order.
  */
 export interface Service<T = unknown> {
-  /** A fresh decoder for each connection (its `maxLength` bounds every frame). */
+  /**
+   * A fresh decoder for each connection (its `maxLength` bounds every frame), made when the
+   * connection's first bytes arrive: one that never sends holds none. If it throws, that
+   * connection is destroyed and the error reported as a handler error.
+   */
   decoder: () => Decoder<T>;
   /**
    * The reply to one frame. A synchronous reply costs no promise and no microtask; a promise (or

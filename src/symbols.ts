@@ -34,6 +34,8 @@ export const kReadLimits = Symbol('tcpserver.readLimits');
 export const kOnLingerTimeout = Symbol('tcpserver.onLingerTimeout');
 export const kOnHandlerError = Symbol('tcpserver.onHandlerError');
 export const kLingerTimeout = Symbol('tcpserver.lingerTimeout');
+/** Owner: the resolved `service` option, when connections are served in service mode. */
+export const kService = Symbol('tcpserver.service');
 /** `Server`: bind with `reusePort` (a supervisor in reusePort mode asks it of its workers' servers). */
 export const kReusePort = Symbol('tcpserver.reusePort');
 /** `Server`: serve an inherited descriptor instead of binding (an upgrade's new process). */

@@ -611,3 +611,49 @@ test('output with async replies: written replies wait behind a pending one; erro
   assert.equal(out.text, '');
   await stopAndCheck(srv);
 });
+
+test('the decoder is made on the first byte: silent connections hold none; a throwing factory fails only its connection', async () => {
+  let made = 0;
+  let fail = false;
+  const errors: string[] = [];
+  const { srv, port } = await startServer({
+    service: {
+      decoder: () => {
+        made++;
+        if (fail) throw new Error('no decoder');
+        return lineDecoder({ maxLength: 64 });
+      },
+      call: (line: string) => `${line}\n`,
+    },
+  });
+  srv.on('handlerError', (error: unknown) => errors.push((error as Error).message));
+  const silent = await Promise.all([connect(port), connect(port), connect(port)]);
+  await waitForStats(srv, (s) => s.idle === 3);
+  assert.equal(made, 0, 'no decoder for connections that sent nothing');
+  // A silent peer that half-closes makes none either: there is nothing to decode.
+  const halfClosed = once(silent[0]!, 'end');
+  silent[0]!.end();
+  await halfClosed;
+  await once(silent[0]!, 'close');
+  assert.equal(made, 0);
+
+  const speaker = await connect(port);
+  const got = receiver(speaker);
+  speaker.write('hi\nthere\n');
+  assert.equal(await got.until(9), 'hi\nthere\n');
+  assert.equal(made, 1, 'one decoder per connection that spoke');
+
+  fail = true;
+  const doomed = await connect(port);
+  doomed.on('error', () => {});
+  doomed.write('x\n');
+  await once(doomed, 'close');
+  assert.deepEqual(errors, ['no decoder']);
+  speaker.write('still\n');
+  assert.equal(await got.until(15), 'hi\nthere\nstill\n', 'the other connection goes on');
+
+  for (const socket of [speaker, silent[1]!, silent[2]!]) socket.end();
+  await waitForStats(srv, (s) => s.open === 0);
+  assert.equal(made, 2);
+  await stopAndCheck(srv);
+});
