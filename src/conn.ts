@@ -287,7 +287,9 @@ const FAILED = Symbol('failed');
  * The replies of the decode pass running now, written together at its end. Passes never nest
  * (one runs inside a socket event or a reply's settlement), so one array serves every connection.
  */
-const batch: Array<string | Uint8Array> = [];
+const batch: Array<string | Uint8Array | undefined> = [];
+/** Entries in `batch`: it is never shrunk (setting an array's length is a runtime call), only cleared. */
+let batchCount = 0;
 let batchBytes = 0;
 
 /**
@@ -303,7 +305,7 @@ function batchAdd(reply: string | Uint8Array): void {
   if (typeof reply === 'string') {
     batchBytes += reply.length;
     endRun();
-    batch.push(reply);
+    batch[batchCount++] = reply;
     return;
   }
   const length = reply.byteLength;
@@ -326,7 +328,7 @@ function endRun(): void {
   runFirst = undefined;
   const start = first.byteOffset;
   const length = runEnd - start;
-  batch.push(length === first.byteLength ? first : new Uint8Array(first.buffer, start, length));
+  batch[batchCount++] = length === first.byteLength ? first : new Uint8Array(first.buffer, start, length);
 }
 
 type Listener = (this: ConnSocket) => void;
@@ -1218,7 +1220,7 @@ export class Conn implements AsyncIterable<Buffer> {
       try {
         if (chunk !== undefined) decoder.push(chunk);
         chunk = undefined;
-        this.#takeSettled(svc);
+        if (svc.order.length > 0) this.#takeSettled(svc);
         // Nothing is written during the loop: the socket's queue is read once.
         const room = socket.writableHighWaterMark - socket.writableLength;
         const max = spec.maxInFlight;
@@ -1268,7 +1270,8 @@ export class Conn implements AsyncIterable<Buffer> {
     if (partial) {
       if ((flags & FRAME_TIMED) === 0) this.#startFrameClock();
     } else if ((flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
-    if (svc.inFlight >= svc.spec.maxInFlight || socket.writableNeedDrain) {
+    const needDrain = socket.writableNeedDrain;
+    if (needDrain || svc.inFlight >= spec.maxInFlight) {
       if ((flags & PAUSED) === 0) {
         this.#flags |= PAUSED;
         socket.pause();
@@ -1277,7 +1280,7 @@ export class Conn implements AsyncIterable<Buffer> {
       this.#flags = (flags & ~PAUSED) | IN_FLIGHT;
       socket.resume();
     }
-    this.#serviceCheck();
+    this.#serviceCheck(needDrain);
   }
 
   /**
@@ -1358,7 +1361,7 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   #flushBatch(): void {
     endRun();
-    const count = batch.length;
+    const count = batchCount;
     if (count === 0) return;
     const socket = this.#socket;
     let flushed = true;
@@ -1370,7 +1373,8 @@ export class Conn implements AsyncIterable<Buffer> {
         socket.uncork();
       }
     }
-    batch.length = 0;
+    for (let i = 0; i < count; i++) batch[i] = undefined; // the replies are the socket's now
+    batchCount = 0;
     batchBytes = 0;
     if (!flushed && (this.#flags & DRAIN_HOOKED) === 0) {
       this.#flags |= DRAIN_HOOKED;
@@ -1434,13 +1438,13 @@ export class Conn implements AsyncIterable<Buffer> {
    * whose peer sent FIN or that called `end()` finishes, and so does one asked to end
    * (shutdown, idle timeout), after any input in flight has been answered.
    */
-  #serviceCheck(): void {
+  #serviceCheck(needDrain = this.#socket.writableNeedDrain): void {
     const flags = this.#flags;
     if ((flags & (SVC_PASS | HANDLER_DONE)) !== 0) return;
     const decoder = this.#decoder;
     const busy =
+      needDrain ||
       (this.#svc?.order.length ?? 0) > 0 ||
-      this.#socket.writableNeedDrain ||
       this.#holds > 0 ||
       this.#writers.length > 0 ||
       (decoder !== undefined && decoder.buffered > 0 && (flags & (SVC_END | DECODER_ENDED)) === 0);
