@@ -254,8 +254,8 @@ const DECODER_ENDED = 1 << 19;
 /** Service mode: a decode pass is running (idleness is judged when it is over). */
 const SVC_PASS = 1 << 20;
 /**
- * Served in service mode (the `service` option). Its decoder and `#svc` are made when first
- * needed (the first byte, end of stream, `end()`): an idle connection that never spoke holds neither.
+ * Served in service mode (the `service` option). Its decoder is made on its first byte, and `#svc`
+ * then or at `end()`: an idle connection that never spoke holds neither.
  */
 const SERVICE = 1 << 21;
 /** The `'finish'` listener is on the socket (the connection is ending: see `#end`). */
@@ -1438,12 +1438,12 @@ export class Conn implements AsyncIterable<Buffer> {
    * whose peer sent FIN or that called `end()` finishes, and so does one asked to end
    * (shutdown, idle timeout), after any input in flight has been answered.
    */
-  #serviceCheck(needDrain = this.#socket.writableNeedDrain): void {
+  #serviceCheck(needDrain?: boolean): void {
     const flags = this.#flags;
     if ((flags & (SVC_PASS | HANDLER_DONE)) !== 0) return;
     const decoder = this.#decoder;
     const busy =
-      needDrain ||
+      (needDrain ?? this.#socket.writableNeedDrain) ||
       (this.#svc?.order.length ?? 0) > 0 ||
       this.#holds > 0 ||
       this.#writers.length > 0 ||
