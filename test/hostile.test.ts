@@ -34,6 +34,7 @@ import {
   type ServerStats,
   type ShutdownReport,
 } from '../src/index.js';
+import type { Peak } from './fixtures/hostile-server.js';
 import { closeNet, listenNet, makeCertificate, readBytes, startServer, waitForStats } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -246,14 +247,6 @@ const mib = (bytes: number): number => Math.round((bytes / MiB) * 100) / 100;
 
 type Message = { id?: number; event?: string; error?: string } & Record<string, unknown>;
 type Memory = NodeJS.MemoryUsage;
-interface Peak {
-  samples: number;
-  rss: number;
-  heapUsed: number;
-  external: number;
-  arrayBuffers: number;
-  retained: number;
-}
 
 /** A server in a child process, driven over IPC. */
 class ServerChild {

@@ -265,6 +265,11 @@ interface DriveOptions<T> {
   check: (frame: T) => void;
 }
 
+/** Options for a well-formed stream: no error may end it, and only `held` bytes may wait. */
+function wellFormed<T>(held: number): DriveOptions<T> {
+  return { held, codes: [], limits: [], extra: 0, check: () => {} };
+}
+
 /**
  * Feeds `chunks` the way `conn.readFrame` does (push, next() until undefined, end() at the end;
  * draining after every `drainEvery` chunks) and checks what must hold for any input: push adds
@@ -935,13 +940,7 @@ const lineProperties: FuzzProperty[] = [
         const got = drive(
           lineDecoder({ maxLength: max, encoding: null }),
           split(Buffer.concat(wire), how),
-          {
-            held: max + 1,
-            codes: [],
-            limits: [],
-            extra: 0,
-            check: () => {},
-          },
+          wellFormed(max + 1),
           how.drainEvery,
         );
         assert.deepEqual(hexOf(got), hexOf({ frames: want }));
@@ -1115,7 +1114,7 @@ const delimiterProperties: FuzzProperty[] = [
         const got = drive(
           delimiterDecoder({ delimiter: delim, maxLength: max, keepDelimiter: keep }),
           split(Buffer.concat(wire), how),
-          { held: max + delim.length, codes: [], limits: [], extra: 0, check: () => {} },
+          wellFormed(max + delim.length),
           how.drainEvery,
         );
         assert.deepEqual(hexOf(got), hexOf({ frames: want }));
@@ -1270,18 +1269,7 @@ const lengthProperties: FuzzProperty[] = [
           lengthAdjustment,
           ...(keepHeader ? { initialBytesToStrip: 0 } : {}),
         });
-        const got = drive(
-          decoder,
-          split(Buffer.concat(wire), how),
-          {
-            held: width + max,
-            codes: [],
-            limits: [],
-            extra: 0,
-            check: () => {},
-          },
-          how.drainEvery,
-        );
+        const got = drive(decoder, split(Buffer.concat(wire), how), wellFormed(width + max), how.drainEvery);
         assert.deepEqual(hexOf(got), hexOf({ frames: want }));
       },
     ),
@@ -1577,18 +1565,7 @@ const respProperties: FuzzProperty[] = [
       chunking,
       (requests, how) => {
         const stream = Buffer.concat(requests.map((r) => r.wire));
-        const got = drive(
-          new RespDecoder(),
-          split(stream, how),
-          {
-            held: stream.length,
-            codes: [],
-            limits: [],
-            extra: 0,
-            check: () => {},
-          },
-          how.drainEvery,
-        );
+        const got = drive(new RespDecoder(), split(stream, how), wellFormed(stream.length), how.drainEvery);
         const want = requests.filter((r) => r.args.length > 0).map((r) => r.args);
         assert.deepEqual(argsHex(got), argsHex({ frames: want }));
       },
