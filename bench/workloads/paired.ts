@@ -102,6 +102,13 @@ const MEMORY_PAIRS: readonly Pair[] = [
   { a: 'raw2', b: 'raw', title: 'A/A: raw / raw' },
 ];
 
+/**
+ * The JS heap per idle connection, beside RSS: no target (native memory, the socket's handle and
+ * kernel-side buffers, is not in it), but steadier than RSS, which moves with the size V8 gives
+ * the young generation from run to run.
+ */
+const HEAP_PAIRS: readonly Pair[] = MEMORY_PAIRS.map(({ target: _target, ...pair }) => pair);
+
 const CLOSE_PAIRS: readonly Pair[] = [
   { a: 'service', b: 'raw', title: 'service / raw node:net' },
   { a: 'stream', b: 'floor', title: 'stream / pull floor' },
@@ -232,6 +239,7 @@ async function idleRounds({ cfg, log }: WorkloadContext, paired: PairedResults):
   const W = `${n} idle connections`;
   if (!W.includes(cfg.match)) return;
   paired.define(W, 'RSS per connection', 'bytes', MEMORY_PAIRS);
+  paired.define(W, 'heap per connection', 'bytes', HEAP_PAIRS);
   paired.define(W, 'CPU per closed connection', 'µs', CLOSE_PAIRS);
   const sides = nodeSides(cfg);
   for (let round = 0; round < rounds; round++) {
@@ -239,8 +247,9 @@ async function idleRounds({ cfg, log }: WorkloadContext, paired: PairedResults):
     for (const side of roundOrder(sides, round)) {
       const r = await idleRun(cfg, SCRIPTS[side], `paired-idle-${side}-${round}`, n);
       paired.add(W, 'RSS per connection', side, round, r.rss);
+      paired.add(W, 'heap per connection', side, round, r.heap);
       paired.add(W, 'CPU per closed connection', side, round, r.closeCpu);
-      cells.push(`${side} ${r.rss.toFixed(0)} B, ${r.closeCpu.toFixed(1)} µs`);
+      cells.push(`${side} ${r.rss.toFixed(0)} B (heap ${r.heap.toFixed(0)} B), ${r.closeCpu.toFixed(1)} µs`);
     }
     log(`  ${W} round ${round + 1}/${rounds}: ${cells.join('; ')}`);
   }
