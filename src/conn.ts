@@ -277,6 +277,13 @@ const SERVICE = 1 << 21;
 /** The `'finish'` listener is on the socket (the connection is ending: see `#end`). */
 const FINISH_HOOKED = 1 << 22;
 
+/** What `#serviceFrames` stopped at: the batch reached the socket's high-water mark. */
+const PASS_FULL = 1;
+/** ... the decoder needs more bytes, */
+const PASS_WAITS = 2;
+/** ... and holds part of a frame (its clock runs). */
+const PASS_PARTIAL = 4;
+
 /** A connection's service-mode state (see `#serviceDecode`), made for service-mode connections only. */
 interface ServiceRun {
   readonly spec: ResolvedService;
@@ -1238,62 +1245,20 @@ export class Conn implements AsyncIterable<Buffer> {
       }
     }
     const svc = this.#svc!;
-    const spec = svc.spec;
-    const output = spec.output;
-    const ctx = this[kCtx];
+    const output = svc.spec.output;
     const socket = this.#socket;
     this.#flags |= SVC_PASS;
     let partial = false;
     let full = false;
     do {
-      try {
-        if (chunk !== undefined) decoder.push(chunk);
-        chunk = undefined;
-        if (svc.order.length > 0) this.#takeSettled(svc);
-        // Nothing is written during the loop: the socket's queue is read once.
-        const room = socket.writableHighWaterMark - socket.writableLength;
-        const max = spec.maxInFlight;
-        full = false;
-        while ((this.#flags & (SVC_END | HANDLER_DONE)) === 0 && !socket.destroyed) {
-          if (svc.inFlight >= max) break;
-          if (batchBytes + (output === undefined ? 0 : output.length) >= room) {
-            full = true; // write what is batched; go on if the socket takes it
-            break;
-          }
-          let frame = decoder.next();
-          if (frame === undefined) {
-            if ((this.#flags & EOF) === 0) {
-              partial = decoder.buffered > 0;
-              break;
-            }
-            if ((this.#flags & DECODER_ENDED) !== 0) break;
-            this.#flags |= DECODER_ENDED;
-            try {
-              frame = decoder.end();
-            } catch {
-              break; // the peer left in the middle of a frame: nothing to answer
-            }
-            if (frame === undefined) break;
-          }
-          let result: Reply | PromiseLike<Reply> | typeof FAILED;
-          try {
-            result = spec.call(frame, ctx, this);
-          } catch (error) {
-            result = this.#serviceError(svc, error);
-            if (result === FAILED) continue; // the connection failed: the loop ends
-          }
-          // No reply, or one written to `output`: it waits there, unless a pending reply is ahead.
-          if (result === undefined) {
-            if (output !== undefined && svc.order.length > 0) this.#placeOutput(svc, output);
-          } else this.#serviceReply(svc, result);
-        }
-      } catch (error) {
-        full = false;
-        this.#serviceRefused(svc, error); // only the decoder throws here
-      }
+      const pass = this.#serviceFrames(svc, decoder, chunk);
+      chunk = undefined;
+      full = (pass & PASS_FULL) !== 0;
+      if ((pass & PASS_WAITS) !== 0) partial = (pass & PASS_PARTIAL) !== 0;
       if (output !== undefined) this.#placeOutput(svc, output);
       this.#flushBatch();
     } while (full && !socket.writableNeedDrain && !socket.destroyed);
+    const spec = svc.spec;
     const flags = (this.#flags &= ~SVC_PASS);
     if ((flags & HANDLER_DONE) !== 0) return;
     if (partial) {
@@ -1310,6 +1275,62 @@ export class Conn implements AsyncIterable<Buffer> {
       socket.resume();
     }
     this.#serviceCheck(needDrain);
+  }
+
+  /**
+   * The hot part of a decode pass, a function of its own so that V8 optimizes it with its own
+   * inlining budget, which then reaches the user's decoder and `call` (see docs/architecture.md,
+   * "Service mode"): pushes `chunk`, takes settled replies, then decodes and calls frames until
+   * the decoder needs more bytes or a bound stops it. Returns `PASS_*` bits.
+   */
+  #serviceFrames(svc: ServiceRun, decoder: Decoder<unknown>, chunk: Buffer | undefined): number {
+    const spec = svc.spec;
+    const output = spec.output;
+    const socket = this.#socket;
+    const ctx = this[kCtx];
+    try {
+      if (chunk !== undefined) decoder.push(chunk);
+      if (svc.order.length > 0) this.#takeSettled(svc);
+      // Nothing is written during the loop: the socket's queue is read once.
+      const room = socket.writableHighWaterMark - socket.writableLength;
+      const max = spec.maxInFlight;
+      while ((this.#flags & (SVC_END | HANDLER_DONE)) === 0 && !socket.destroyed) {
+        if (svc.inFlight >= max) break;
+        // Write what is batched; go on if the socket takes it.
+        if (batchBytes + (output === undefined ? 0 : output.length) >= room) return PASS_FULL;
+        let frame = decoder.next();
+        if (frame === undefined) {
+          if ((this.#flags & EOF) === 0) return decoder.buffered > 0 ? PASS_WAITS | PASS_PARTIAL : PASS_WAITS;
+          frame = this.#lastFrame(decoder);
+          if (frame === undefined) break;
+        }
+        let result: Reply | PromiseLike<Reply> | typeof FAILED;
+        try {
+          result = spec.call(frame, ctx, this);
+        } catch (error) {
+          result = this.#serviceError(svc, error);
+          if (result === FAILED) continue; // the connection failed: the loop ends
+        }
+        // No reply, or one written to `output`: it waits there, unless a pending reply is ahead.
+        if (result === undefined) {
+          if (output !== undefined && svc.order.length > 0) this.#placeOutput(svc, output);
+        } else this.#serviceReply(svc, result);
+      }
+    } catch (error) {
+      this.#serviceRefused(svc, error); // only the decoder throws here
+    }
+    return 0;
+  }
+
+  /** At end of stream: the decoder's last frame (once), or undefined if there is none or half of one. */
+  #lastFrame(decoder: Decoder<unknown>): unknown {
+    if ((this.#flags & DECODER_ENDED) !== 0) return undefined;
+    this.#flags |= DECODER_ENDED;
+    try {
+      return decoder.end();
+    } catch {
+      return undefined; // the peer left in the middle of a frame: nothing to answer
+    }
   }
 
   /**
