@@ -667,7 +667,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (socket.writableFinished || socket.destroyed) return RESOLVED;
     // Settled by #onFinish or #onClose, whichever comes first. Made only for a caller of
     // end(): the framework's own ends (a handler returned, a read limit) wait for no promise.
-    const fields = cold ?? this.#coldFields();
+    const fields = this.#coldFields();
     fields.finished = new Promise<void>(capture);
     fields.resolveFinished = capturedResolve;
     return fields.finished;
@@ -1245,7 +1245,8 @@ export class Conn implements AsyncIterable<Buffer> {
       }
     }
     const svc = this.#svc!;
-    const output = svc.spec.output;
+    const spec = svc.spec;
+    const output = spec.output;
     const socket = this.#socket;
     this.#flags |= SVC_PASS;
     let partial = false;
@@ -1258,7 +1259,6 @@ export class Conn implements AsyncIterable<Buffer> {
       if (output !== undefined) this.#placeOutput(svc, output);
       this.#flushBatch();
     } while (full && !socket.writableNeedDrain && !socket.destroyed);
-    const spec = svc.spec;
     const flags = (this.#flags &= ~SVC_PASS);
     if ((flags & HANDLER_DONE) !== 0) return;
     if (partial) {

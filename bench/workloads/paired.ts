@@ -48,10 +48,9 @@ type NodeSide = keyof typeof SCRIPTS;
 
 /**
  * The CPU rounds run group by group: only a group's servers are alive while it is measured, two
- * side by side as the performance issue's figures were taken. With every server alive at once the
- * service's ratio to raw grew with the number of servers sharing the core (1.04 with two, 1.10
- * with three, 1.20 with seven) while the A/A pair's did not: see bench/README.md. A server that
- * runs in two groups is two sides, `<group>:<server>`, each paired only within its own group.
+ * side by side as the performance issue's figures were taken, so no idle neighbour shares the
+ * server core with a measured pair (see bench/README.md, "Groups"). A server that runs in two
+ * groups is two sides, `<group>:<server>`, each paired only within its own group.
  */
 interface CpuGroup {
   id: string;
