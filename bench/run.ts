@@ -6,6 +6,7 @@
  *
  * Flags: `--quick` (smoke mode: every path once, tiny counts, checks nothing about speed),
  * `--runs N` (default 5), `--rounds N` (rounds of the paired workload, default 30),
+ * `--rounds-per-process N` (the paired workload's servers start afresh every N rounds, default 5),
  * `--only paired,resp,echo,churn,scale,drain,cluster`, `--profile` (V8 CPU
  * profiles of the server children into bench/results/profiles/), `--aa` (A/A calibration:
  * baseline vs baseline),
@@ -92,7 +93,9 @@ async function main(): Promise<number> {
   if (PINNED) execFileSync('taskset', ['-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' });
   const args = parseArgs();
   const quick = args.has('quick');
-  const cfg: BenchConfig = quick ? quickConfig() : fullConfig(num(args, 'runs', 5), num(args, 'rounds', 30));
+  const cfg: BenchConfig = quick
+    ? quickConfig()
+    : fullConfig(num(args, 'runs', 5), num(args, 'rounds', 30), num(args, 'rounds-per-process', 5));
   cfg.profile = args.has('profile');
   cfg.aa = args.has('aa');
   cfg.match = args.get('match') ?? '';
@@ -168,7 +171,7 @@ async function main(): Promise<number> {
   console.log(`${((Date.now() - t0) / 1000).toFixed(0)} s total`);
   if (!paired.empty) {
     console.log(
-      `\nthe performance targets, paired: ${cfg.paired.rounds} rounds (idle: ${cfg.paired.idleRounds}), order rotating each round, CPU from schedstat; ratio = median of the per-round ratios a/b, with its 95% bootstrap interval\n`,
+      `\nthe performance targets, paired: ${cfg.paired.rounds} rounds on fresh server processes every ${cfg.paired.roundsPerProcess} (idle: ${cfg.paired.idleRounds}, a fresh process each), order rotating each round, CPU from schedstat; ratio = median of the per-round ratios a/b, with its 95% bootstrap interval over processes\n`,
     );
     console.log(renderPairedTable(pairedRows, { checked: !quick }));
   }

@@ -34,7 +34,32 @@ test('medianInterval: the median with a 95% bootstrap interval that holds it, re
   const constant = medianInterval([2, 2, 2, 2]);
   assert.deepEqual([constant.median, constant.low, constant.high], [2, 2, 2]);
   assert.ok(Number.isNaN(medianInterval([]).median));
-  assert.deepEqual(roundRatios([2, 4, Number.NaN, 9], [1, 2, 3, 0]), [2, 2]);
+  assert.deepEqual(roundRatios([2, 4, Number.NaN, 9], [1, 2, 3, 0]), { ratios: [2, 2], clusters: [0, 1] });
+  assert.deepEqual(roundRatios([2, 4, 6], [1, 2, 3], [0, 0, 1]), { ratios: [2, 2, 2], clusters: [0, 0, 1] });
+});
+
+test('medianInterval: rounds of one server process resample together, so the spread between processes shows', () => {
+  // Six processes of five rounds each: rounds agree within a process, processes do not.
+  const levels = [0.96, 0.99, 1.0, 1.01, 1.04, 1.12];
+  const values = levels.flatMap((v) => [v - 0.002, v - 0.001, v, v + 0.001, v + 0.002]);
+  const clusters = levels.flatMap((_, c) => [c, c, c, c, c]);
+  const byRound = medianInterval(values);
+  const byProcess = medianInterval(values, clusters);
+  assert.equal(byProcess.median, byRound.median);
+  assert.deepEqual([byRound.n, byRound.clusters, byProcess.n, byProcess.clusters], [30, 30, 30, 6]);
+  assert.ok(
+    byProcess.high - byProcess.low > 1.5 * (byRound.high - byRound.low),
+    JSON.stringify({ byRound, byProcess }),
+  );
+  assert.ok(byProcess.low <= 0.99 && byProcess.high >= 1.04, JSON.stringify(byProcess));
+  // One round per process is the plain bootstrap.
+  assert.deepEqual(
+    medianInterval(
+      values,
+      values.map((_, i) => i),
+    ),
+    byRound,
+  );
 });
 
 test('PairedResults: a pair passes only when its median and its interval top meet the target', () => {
@@ -58,6 +83,31 @@ test('PairedResults: a pair passes only when its median and its interval top mee
     ],
   );
   assert.throws(() => paired.add('W', 'nope', 'x', 0, 1), /not defined/);
+});
+
+test('PairedResults: rounds recorded with their server processes are judged by process', () => {
+  // Six processes of five rounds: five at 1.00, one at 1.20. By round, the interval is tight and
+  // passes; by process, one process in six can be half a resample, and the interval says so.
+  const record = (byProcess: boolean) => {
+    const paired = new PairedResults();
+    paired.define('W', 'CPU', 'µs', [
+      { a: 'x', b: 'y', title: 'x / y', target: { median: 1.03, high: 1.05 } },
+    ]);
+    for (let round = 0; round < 30; round++) {
+      const cluster = Math.floor(round / 5);
+      const x = (cluster === 5 ? 12 : 10) + round / 1000;
+      paired.add('W', 'CPU', 'y', round, 10, byProcess ? cluster : round);
+      paired.add('W', 'CPU', 'x', round, x, byProcess ? cluster : round);
+    }
+    return paired.reduce()[0]!;
+  };
+  const byRound = record(false);
+  const byProcess = record(true);
+  assert.deepEqual([byRound.ratio.clusters, byProcess.ratio.clusters], [30, 6]);
+  assert.equal(byRound.ratio.median, byProcess.ratio.median);
+  assert.equal(byRound.pass, true, JSON.stringify(byRound.ratio));
+  assert.ok(byProcess.ratio.high > 1.05, JSON.stringify(byProcess.ratio));
+  assert.equal(byProcess.pass, false);
 });
 
 test('schedCpuNs: nanoseconds a real process spends on CPU, over all its threads', async () => {

@@ -31,11 +31,13 @@ export interface BenchConfig {
   scale: { conns: number; parallel: number };
   /**
    * The paired workload (the performance targets): `rounds` rounds of every RESP configuration,
-   * `nPlain` / `nPipelined` requests per server per round, after `warmupN` per server; and
+   * `nPlain` / `nPipelined` requests per server per round, on server processes started afresh
+   * (and warmed up with `warmupN` requests each) every `roundsPerProcess` rounds; and
    * `idleRounds` rounds of `idleConns` idle connections per server.
    */
   paired: {
     rounds: number;
+    roundsPerProcess: number;
     nPlain: number;
     nPipelined: number;
     warmupN: number;
@@ -58,7 +60,7 @@ export interface BenchConfig {
 }
 
 /** The full bench: about 10 minutes on the 2-core reference machine (5 runs). */
-export function fullConfig(runs = 5, rounds = 30): BenchConfig {
+export function fullConfig(runs = 5, rounds = 30, roundsPerProcess = 5): BenchConfig {
   return {
     quick: false,
     runs,
@@ -74,6 +76,7 @@ export function fullConfig(runs = 5, rounds = 30): BenchConfig {
     scale: { conns: 10_000, parallel: 256 },
     paired: {
       rounds,
+      roundsPerProcess,
       nPlain: 60_000,
       nPipelined: 600_000,
       warmupN: 100_000,
@@ -107,7 +110,15 @@ export function quickConfig(): BenchConfig {
     pingpong: { count: 300, warmup: 50 },
     churn: { count: 300, concurrency: 8, seconds: 5, warmupCount: 0 },
     scale: { conns: 200, parallel: 64 },
-    paired: { rounds: 2, nPlain: 2_000, nPipelined: 10_000, warmupN: 0, idleConns: 200, idleRounds: 2 },
+    paired: {
+      rounds: 2,
+      roundsPerProcess: 1,
+      nPlain: 2_000,
+      nPipelined: 10_000,
+      warmupN: 0,
+      idleConns: 200,
+      idleRounds: 2,
+    },
     drain: { conns: 10, maxMs: 20 },
     cluster: { workers: 2, churnCount: 300, nPlain: 2_000, nPipelined: 10_000, warmupChurn: 0, warmupN: 0 },
   };

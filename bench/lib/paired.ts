@@ -6,6 +6,12 @@
  * those ratios with a 95% bootstrap interval. A slow drift of the machine moves both runs of a
  * round together and cancels in the ratio; what is left is the noise the interval shows.
  *
+ * Rounds come in clusters: the rounds one set of server processes ran. A process keeps what its
+ * JIT decided and where its code and heap landed for its whole life, so its rounds share that
+ * luck, and the same code in a fresh process can read 15% apart (bench/README.md, "Server
+ * processes"). The bootstrap resamples whole clusters, so the interval holds that spread too;
+ * with one round per cluster (a fresh process per round) it is the plain bootstrap.
+ *
  * @module
  */
 
@@ -47,37 +53,65 @@ export interface Interval {
   high: number;
   /** How many values it was computed from. */
   n: number;
+  /** How many clusters they came in (server processes, see the module's doc). */
+  clusters: number;
 }
 
 /**
- * The median of `values` with a 95% percentile-bootstrap interval: `resamples` resamples with
- * replacement, drawn from a seeded generator so a run's interval can be recomputed exactly from
- * its JSON. NaN fields for an empty sample.
+ * The median of `values` with a 95% percentile-bootstrap interval: `resamples` resamples drawn
+ * from a seeded generator, so a run's interval can be recomputed exactly from its rounds. Each
+ * resample draws whole clusters with replacement (`clusters[i]` names the cluster of
+ * `values[i]`; by default each value is a cluster of its own) until it holds as many clusters as
+ * the sample. NaN fields for an empty sample.
  */
-export function medianInterval(values: readonly number[], resamples = 4000, seed = 0x5eed): Interval {
+export function medianInterval(
+  values: readonly number[],
+  clusters: readonly number[] = values.map((_, i) => i),
+  resamples = 4000,
+  seed = 0x5eed,
+): Interval {
   const n = values.length;
-  if (n === 0) return { median: Number.NaN, low: Number.NaN, high: Number.NaN, n };
+  const groups = new Map<number, number[]>();
+  for (let i = 0; i < n; i++) {
+    const id = clusters[i]!;
+    const group = groups.get(id);
+    if (group === undefined) groups.set(id, [values[i]!]);
+    else group.push(values[i]!);
+  }
+  const members = [...groups.values()];
+  const k = members.length;
+  if (n === 0) return { median: Number.NaN, low: Number.NaN, high: Number.NaN, n, clusters: k };
   const random = seededRandom(seed);
   const medians = new Float64Array(resamples);
-  const sample = new Float64Array(n);
+  const sample: number[] = [];
   for (let r = 0; r < resamples; r++) {
-    for (let i = 0; i < n; i++) sample[i] = values[Math.floor(random() * n)]!;
-    sample.sort();
-    const mid = n >> 1;
-    medians[r] = n % 2 ? sample[mid]! : (sample[mid - 1]! + sample[mid]!) / 2;
+    sample.length = 0;
+    for (let c = 0; c < k; c++) sample.push(...members[Math.floor(random() * k)]!);
+    medians[r] = median(sample);
   }
   medians.sort();
   const at = (q: number) => medians[Math.min(resamples - 1, Math.max(0, Math.floor(q * resamples)))]!;
-  return { median: median(values), low: at(0.025), high: at(0.975), n };
+  return { median: median(values), low: at(0.025), high: at(0.975), n, clusters: k };
 }
 
-/** Per-round ratios `a[i] / b[i]` of two sides' samples (rounds where either is missing are skipped). */
-export function roundRatios(a: readonly number[], b: readonly number[]): number[] {
-  const out: number[] = [];
+/**
+ * Per-round ratios `a[i] / b[i]` of two sides' samples, with the cluster of each (`clusters[i]`,
+ * the round's own index by default); rounds where either side is missing are skipped.
+ */
+export function roundRatios(
+  a: readonly number[],
+  b: readonly number[],
+  clusters: readonly number[] = [],
+): { ratios: number[]; clusters: number[] } {
+  const ratios: number[] = [];
+  const of: number[] = [];
   for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    if (Number.isFinite(a[i]) && Number.isFinite(b[i]) && b[i] !== 0) out.push(a[i]! / b[i]!);
+    if (Number.isFinite(a[i]) && Number.isFinite(b[i]) && b[i] !== 0) {
+      ratios.push(a[i]! / b[i]!);
+      of.push(clusters[i] ?? i);
+    }
   }
-  return out;
+  return { ratios, clusters: of };
 }
 
 /** A target on a paired ratio: its median at most `median`, and the interval's top at most `high`. */
@@ -115,6 +149,8 @@ interface PairedFigure {
   pairs: readonly Pair[];
   /** side -> value per round (NaN where the side did not run in that round). */
   samples: Map<string, number[]>;
+  /** The cluster (set of server processes) of each round. */
+  clusters: number[];
 }
 
 /** Samples of the paired rounds, keyed by workload and figure, reduced to {@link PairedRow}s. */
@@ -125,13 +161,17 @@ export class PairedResults {
   define(workload: string, figure: string, unit: string, pairs: readonly Pair[]): void {
     const key = `${workload}\u0000${figure}`;
     if (!this.#figures.has(key))
-      this.#figures.set(key, { workload, figure, unit, pairs, samples: new Map() });
+      this.#figures.set(key, { workload, figure, unit, pairs, samples: new Map(), clusters: [] });
   }
 
-  /** Records one side's value in round `round`. */
-  add(workload: string, figure: string, side: string, round: number, value: number): void {
+  /**
+   * Records one side's value in round `round`, run by the server processes of cluster `cluster`
+   * (by default the round's own: fresh processes every round).
+   */
+  add(workload: string, figure: string, side: string, round: number, value: number, cluster = round): void {
     const f = this.#figures.get(`${workload}\u0000${figure}`);
     if (!f) throw new Error(`paired figure not defined: ${workload} / ${figure}`);
+    f.clusters[round] = cluster;
     let values = f.samples.get(side);
     if (!values) f.samples.set(side, (values = []));
     while (values.length < round) values.push(Number.NaN);
@@ -149,7 +189,8 @@ export class PairedResults {
         const a = f.samples.get(pair.a);
         const b = f.samples.get(pair.b);
         if (!a || !b) continue; // a reference that is not installed
-        const ratio = medianInterval(roundRatios(a, b));
+        const { ratios, clusters } = roundRatios(a, b, f.clusters);
+        const ratio = medianInterval(ratios, clusters);
         const t = pair.target;
         const pass = t ? ratio.median <= t.median && (t.high === undefined || ratio.high <= t.high) : null;
         const finite = (v: number[]) => v.filter(Number.isFinite);
@@ -187,7 +228,17 @@ export function pairTargetText(t: PairTarget | undefined): string {
 
 /** The paired rows as an aligned (markdown-compatible) table. */
 export function renderPairedTable(rows: readonly PairedRow[], { checked }: { checked: boolean }): string {
-  const header = ['workload', 'figure', 'pair', 'a', 'b', 'ratio a/b [95%]', 'rounds', 'target', 'result'];
+  const header = [
+    'workload',
+    'figure',
+    'pair',
+    'a',
+    'b',
+    'ratio a/b [95%]',
+    'rounds (processes)',
+    'target',
+    'result',
+  ];
   const body = rows.map((r) => [
     r.workload,
     `${r.figure} (${r.unit})`,
@@ -195,7 +246,7 @@ export function renderPairedTable(rows: readonly PairedRow[], { checked }: { che
     fmt(r.a),
     fmt(r.b),
     `${r.ratio.median.toFixed(3)} [${r.ratio.low.toFixed(3)}, ${r.ratio.high.toFixed(3)}]`,
-    String(r.ratio.n),
+    r.ratio.clusters === r.ratio.n ? String(r.ratio.n) : `${r.ratio.n} (${r.ratio.clusters})`,
     pairTargetText(r.pair.target),
     r.pass === null ? '' : !checked ? (r.pass ? '(pass)' : '(fail)') : r.pass ? 'PASS' : 'FAIL',
   ]);

@@ -3,8 +3,8 @@
  * server of a comparison runs once per round, in an order that rotates every round; CPU comes from
  * schedstat; each figure is the median of the per-round ratios with a 95% bootstrap interval.
  *
- * Servers (long-lived for the CPU rounds, where only one group of them is alive at a time; fresh
- * per round for the idle rounds):
+ * Servers (for the CPU rounds, one group alive at a time and started afresh every
+ * `roundsPerProcess` rounds; fresh per round for the idle rounds):
  * - `service`: `examples/resp.ts` (the service mode), `bench/servers/resp.ts`;
  * - `raw`: raw `node:net` doing the same work, `bench/baseline/resp.ts`, and `raw2`, a second
  *   copy of it: `raw2 / raw` is the A/A ratio, the noise band of the same run;
@@ -188,12 +188,17 @@ async function startGroup(
 }
 
 /**
- * The CPU rounds, group by group (`CPU_GROUPS`): the group's servers start, warm up, and run
- * `rounds` rounds of every RESP configuration, then stop before the next group starts.
+ * The CPU rounds, group by group (`CPU_GROUPS`): `rounds` rounds of every RESP configuration,
+ * on the group's servers started afresh (and warmed up) every `roundsPerProcess` rounds, since a
+ * process keeps its JIT's and its memory layout's luck for life (bench/README.md, "Server
+ * processes"); each set of processes is one cluster of the bootstrap. A group's servers stop
+ * before the next group starts.
  */
 async function cpuRounds({ cfg, log }: WorkloadContext, paired: PairedResults): Promise<void> {
-  const { rounds, nPlain, nPipelined, warmupN } = cfg.paired;
+  const { rounds, roundsPerProcess: perProcess, nPlain, nPipelined, warmupN } = cfg.paired;
   const { clients, pipeline } = cfg.resp;
+  if (!Number.isInteger(perProcess) || perProcess < 1)
+    throw new Error(`--rounds-per-process must be a whole number of rounds >= 1, got ${perProcess}`);
   const configs = TESTS.flatMap((t) => [
     { ...t, pipeline: 1, n: nPlain, label: `RESP ${t.csv}` },
     { ...t, pipeline, n: nPipelined, label: `RESP ${t.csv} -P ${pipeline}` },
@@ -202,32 +207,38 @@ async function cpuRounds({ cfg, log }: WorkloadContext, paired: PairedResults): 
   if (configs.length === 0) return;
 
   const goBin = wanted(cfg, 'go') ? buildGo(log) : undefined;
+  const processes = Math.ceil(rounds / perProcess);
   for (const group of CPU_GROUPS) {
-    const servers = await startGroup(cfg, group, goBin, log);
-    try {
-      if (servers.length < 2) continue; // nothing to compare (`--servers`, or a reference missing)
-      log(`  group ${group.id}: ${servers.map((s) => s.name).join(', ')} (only these alive)`);
-      if (warmupN > 0) {
-        log(`  warmup: ${warmupN} requests per test and pipelining mode, per server`);
-        for (const s of servers)
-          for (const p of [1, pipeline])
-            await runToEnd(benchSpec(s.port, warmupN, clients, 'ping_mbulk,set,get', p), 120_000);
-      }
-      for (const c of configs) {
-        for (let round = 0; round < rounds; round++) {
-          const cells: string[] = [];
-          for (const s of roundOrder(servers, round)) {
-            const cpu0 = schedCpuNs(s.pid);
-            await runToEnd(benchSpec(s.port, c.n, clients, c.t, c.pipeline), 300_000);
-            const perRequest = (schedCpuNs(s.pid) - cpu0) / 1000 / c.n;
-            paired.add(c.label, 'CPU per request', groupSide(group, s.name), round, perRequest);
-            cells.push(`${s.name} ${perRequest.toFixed(3)}`);
-          }
-          log(`  ${group.id}: ${c.label} round ${round + 1}/${rounds} (µs/req): ${cells.join(', ')}`);
+    for (let cluster = 0; cluster < processes; cluster++) {
+      const servers = await startGroup(cfg, group, goBin, log);
+      try {
+        if (servers.length < 2) break; // nothing to compare (`--servers`, or a reference missing)
+        log(
+          `  group ${group.id}, processes ${cluster + 1}/${processes}: ${servers.map((s) => s.name).join(', ')} (only these alive)`,
+        );
+        if (warmupN > 0) {
+          for (const s of servers)
+            for (const p of [1, pipeline])
+              await runToEnd(benchSpec(s.port, warmupN, clients, 'ping_mbulk,set,get', p), 120_000);
         }
+        const first = cluster * perProcess;
+        const end = Math.min(rounds, first + perProcess);
+        for (const c of configs) {
+          for (let round = first; round < end; round++) {
+            const cells: string[] = [];
+            for (const s of roundOrder(servers, round)) {
+              const cpu0 = schedCpuNs(s.pid);
+              await runToEnd(benchSpec(s.port, c.n, clients, c.t, c.pipeline), 300_000);
+              const perRequest = (schedCpuNs(s.pid) - cpu0) / 1000 / c.n;
+              paired.add(c.label, 'CPU per request', groupSide(group, s.name), round, perRequest, cluster);
+              cells.push(`${s.name} ${perRequest.toFixed(3)}`);
+            }
+            log(`  ${group.id}: ${c.label} round ${round + 1}/${rounds} (µs/req): ${cells.join(', ')}`);
+          }
+        }
+      } finally {
+        for (const s of servers) await s.stop();
       }
-    } finally {
-      for (const s of servers) await s.stop();
     }
   }
 }
