@@ -317,31 +317,42 @@ let batchBytes = 0;
 
 /**
  * The batch's last entry while it is a run of adjacent views of one buffer (replies a shared
- * writer bump-allocated one after the other): kept as offsets, made into one view when the run
- * ends, so a pipelined batch goes out as one buffer without a view per merge.
+ * writer bump-allocated one after the other): kept as its first view and its length, made into
+ * one view when the run ends, so a pipelined batch goes out as one buffer without a view per
+ * merge. A run of one view (a pass that took the output once) goes out as that view: no offset
+ * or length of it is read, since a typed array's accessors are not free on the hot path (see
+ * docs/architecture.md, "Service mode").
  */
 let runFirst: Uint8Array | undefined;
-let runEnd = 0;
+/** Bytes in the run, once it holds more than its first view (`runMerged`). */
+let runBytes = 0;
+let runMerged = false;
 
-/** Adds one reply to the batch. */
-function batchAdd(reply: string | Uint8Array): void {
+/**
+ * Adds one reply to the batch; `bytes` is its length when the caller knows it (the output's,
+ * which counts toward the batch's size only: a merge reads the views' own lengths).
+ */
+function batchAdd(reply: string | Uint8Array, bytes?: number): void {
   if (typeof reply === 'string') {
     batchBytes += reply.length;
     endRun();
     batch[batchCount++] = reply;
     return;
   }
-  const length = reply.byteLength;
-  batchBytes += length;
-  const offset = reply.byteOffset;
-  // The offset first: it rules out most non-adjacent views without reading the buffers.
-  if (offset === runEnd && runFirst !== undefined && reply.buffer === runFirst.buffer) {
-    runEnd += length;
-    return;
-  }
-  endRun();
+  const first = runFirst;
+  if (first !== undefined) {
+    const length = reply.byteLength;
+    batchBytes += length;
+    const run = runMerged ? runBytes : first.byteLength;
+    // The offset first: it rules out most non-adjacent views without reading the buffers.
+    if (reply.byteOffset === first.byteOffset + run && reply.buffer === first.buffer) {
+      runBytes = run + length;
+      runMerged = true;
+      return;
+    }
+    endRun();
+  } else batchBytes += bytes ?? reply.byteLength;
   runFirst = reply;
-  runEnd = offset + length;
 }
 
 /** Puts the run of adjacent views into the batch as one view. */
@@ -349,9 +360,12 @@ function endRun(): void {
   const first = runFirst;
   if (first === undefined) return;
   runFirst = undefined;
-  const start = first.byteOffset;
-  const length = runEnd - start;
-  batch[batchCount++] = length === first.byteLength ? first : new Uint8Array(first.buffer, start, length);
+  if (!runMerged) {
+    batch[batchCount++] = first;
+    return;
+  }
+  runMerged = false;
+  batch[batchCount++] = new Uint8Array(first.buffer, first.byteOffset, runBytes);
 }
 
 type Listener = (this: ConnSocket) => void;
@@ -1291,11 +1305,14 @@ export class Conn implements AsyncIterable<Buffer> {
     try {
       if (chunk !== undefined) decoder.push(chunk);
       if (svc.order.length > 0) this.#takeSettled(svc);
-      // Nothing is written during the loop: the socket's queue is read once.
+      // Nothing is written during the loop: the socket's queue is read once. Only an async reply
+      // (a slot in `order`) changes `inFlight` and `order` during the loop: both are read again
+      // after one, not per frame.
       const room = socket.writableHighWaterMark - socket.writableLength;
       const max = spec.maxInFlight;
+      if (svc.inFlight >= max) return 0;
+      let queued = svc.order.length > 0;
       while ((this.#flags & (SVC_END | HANDLER_DONE)) === 0 && !socket.destroyed) {
-        if (svc.inFlight >= max) break;
         // Write what is batched; go on if the socket takes it.
         if (batchBytes + (output === undefined ? 0 : output.length) >= room) return PASS_FULL;
         let frame = decoder.next();
@@ -1313,8 +1330,12 @@ export class Conn implements AsyncIterable<Buffer> {
         }
         // No reply, or one written to `output`: it waits there, unless a pending reply is ahead.
         if (result === undefined) {
-          if (output !== undefined && svc.order.length > 0) this.#placeOutput(svc, output);
-        } else this.#serviceReply(svc, result);
+          if (queued && output !== undefined) this.#placeOutput(svc, output);
+        } else {
+          this.#serviceReply(svc, result);
+          if (svc.inFlight >= max) break;
+          queued = svc.order.length > 0;
+        }
       }
     } catch (error) {
       this.#serviceRefused(svc, error); // only the decoder throws here
@@ -1368,21 +1389,23 @@ export class Conn implements AsyncIterable<Buffer> {
   /** What was written to the service's output takes its place: in the batch, or behind a pending reply. */
   #placeOutput(svc: ServiceRun, output: ServiceOutput): void {
     let reply: Reply;
+    let bytes: number;
     try {
-      if (output.length === 0) return;
+      bytes = output.length;
+      if (bytes === 0) return;
       reply = output.take();
     } catch (error) {
       if ((this.#flags & HANDLER_DONE) === 0) this.#handlerFailed(error);
       return;
     }
-    this.#place(svc, reply);
+    this.#place(svc, reply, bytes);
   }
 
-  /** A synchronous reply joins the batch, or waits in `order` behind a pending one. */
-  #place(svc: ServiceRun, reply: Reply): void {
+  /** A synchronous reply (of `bytes` bytes, if known) joins the batch, or waits in `order` behind a pending one. */
+  #place(svc: ServiceRun, reply: Reply, bytes?: number): void {
     if (reply == null) return;
     if (svc.order.length > 0) svc.order.push({ reply, done: true });
-    else batchAdd(reply);
+    else batchAdd(reply, bytes);
   }
 
   /** An async reply settled: the pass runs again if it was first in line or frees a slot. */

@@ -114,6 +114,39 @@ test('synchronous replies, pipelined: in order, the replies of one chunk in one 
   await stopAndCheck(srv);
 });
 
+test('replies that are adjacent views of one buffer go out as one view; views of another buffer do not join them', async () => {
+  // Two pools with one cursor: a view of pool B can start exactly where a run in pool A ends.
+  const pools = [Buffer.alloc(4096), Buffer.alloc(4096)];
+  let pos = 0;
+  const written: string[] = [];
+  const { srv, port } = await startServer({
+    service: lines((line, _ctx, conn) => {
+      const socket = conn.socket as net.Socket & { watched?: boolean };
+      if (!socket.watched) {
+        socket.watched = true;
+        const write = socket.write.bind(socket) as (data: string | Uint8Array) => boolean;
+        socket.write = ((data: string | Uint8Array) => {
+          written.push(Buffer.from(data).toString());
+          return write(data);
+        }) as typeof socket.write;
+      }
+      const pool = pools[line.startsWith('#') ? 1 : 0]!;
+      const start = pos;
+      pos += pool.write(`${line.toUpperCase()}\n`, pos);
+      return pool.subarray(start, pos);
+    }),
+  });
+  const client = await connect(port);
+  const got = receiver(client);
+  client.write('a\nb\n#c\nd\ne\n'); // one chunk on loopback
+  const expected = 'A\nB\n#C\nD\nE\n';
+  assert.equal(await got.until(expected.length), expected);
+  assert.deepEqual(written, ['A\nB\n', '#C\n', 'D\nE\n']);
+  client.end();
+  await waitForStats(srv, (s) => s.open === 0);
+  await stopAndCheck(srv);
+});
+
 test('async replies finishing out of order are written in request order, sync ones wait behind them', async () => {
   const { srv, port } = await startServer({
     service: lines(async (line) => {
