@@ -192,6 +192,8 @@ export const SCRIPT = command('script', 'bsdutils');
 export const SS = command('ss', 'iproute2');
 export const SYSTEMD_ANALYZE = command('systemd-analyze', 'systemd');
 export const SYSTEMD_SOCKET_ACTIVATE = command('systemd-socket-activate', 'systemd');
+export const CALLGRIND_ANNOTATE = command('callgrind_annotate', 'valgrind');
+export const VALGRIND = command('valgrind', 'valgrind');
 export const PYYAML = requirement('python3 with PyYAML not found (apt-get install python3-yaml)', () =>
   runs('python3', ['-c', 'import yaml']),
 );
