@@ -76,13 +76,13 @@ test('countDiff: biggest difference first, TurboFan left out', () => {
   assert.ok(COMPILER.test('v8::internal::compiler::GraphReducer::ReduceTop()'));
 });
 
-test('a real callgrind run of node: the mark counted exactly, the hot JavaScript function named', {
+test('a real callgrind run of node: the mark counted exactly, the JIT code named', {
   skip: skipWithout(VALGRIND, CALLGRIND_ANNOTATE),
 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'tcpserver-callgrind-test-'));
   try {
     const calls = 3000;
-    // A named hot function calling Buffer#toString('latin1') (StringSlice<latin1>) `calls` times.
+    // A named hot function (perf-map names mark the code's tier before the name: ~ ^ +' *) calling Buffer#toString('latin1') (StringSlice<latin1>) `calls` times.
     const script = `const b = Buffer.from('PING'); let n = 0; function hot(i) { n += b.toString('latin1').length + i; } for (let i = 0; i < ${calls}; i++) hot(i); console.log(n);`;
     const out = join(dir, 'cg.out');
     execFileSync(
@@ -109,8 +109,12 @@ test('a real callgrind run of node: the mark counted exactly, the hot JavaScript
     const c = readCallerTree(tree, jitNamer(readFileSync(perfMap, 'utf8')), 'StringSlice<(node::encoding)4>');
     rmSync(perfMap, { force: true });
     assert.equal(c.requests, calls);
-    const hot = [...c.byFunction.keys()].filter((f) => /^JIT JS:[*^~]?hot /.test(f));
-    assert.ok(hot.length > 0, `the hot function appears by name among ${c.byFunction.size} functions`);
+    // The JIT's code of the loop is named: `hot` itself, or, where the engine keeps
+    // Buffer#toString apart instead of inlining it into `hot` (Node 24's Maglev), that.
+    const named = [...c.byFunction.keys()].filter((f) =>
+      /^JIT JS:\W*(hot \[eval\]|toString node:buffer)/.test(f),
+    );
+    assert.ok(named.length > 0, `the loop's JIT code appears by name among ${c.byFunction.size} functions`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
