@@ -12,14 +12,20 @@
  * closes in the window and the JIT is at rest. Requests are the calls of the latin1 string slice
  * that the shared command dispatch (`examples/resp/commands.ts`, `execute`) makes once per command.
  *
- * Run: `npx tsx bench/instructions.ts [--servers raw,service] [--test ping_mbulk] [--pipeline 16]
- * [--warmup 60] [--seconds 30] [--hash-seed 7] [--top 25]` (needs `valgrind` and `redis-benchmark`).
+ * `--workload close` counts the closing cost instead: `--conns` idle connections opened as the
+ * idle rounds of `npm run bench` open them, `--warmup` seconds of rest, then the graceful close of
+ * all of them, from the harness's command to the last connection gone, per closed connection.
+ *
+ * Run: `npx tsx bench/instructions.ts [--servers raw,service] [--workload requests|close]
+ * [--test ping_mbulk] [--pipeline 16] [--warmup 60 (close: 5)] [--seconds 30] [--conns 10000]
+ * [--hash-seed 7] [--top 25] [--keep]` (`--keep` leaves the dumps and perf maps). Needs
+ * `valgrind`, and `redis-benchmark` for requests.
  *
  * @module
  */
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,6 +36,8 @@ import {
   buildChildren,
   installExitHooks,
   killAll,
+  LineChild,
+  LOAD_CPU,
   nodeArgv,
   ROOT,
   SERVER_CPU,
@@ -48,12 +56,20 @@ const SERVERS: Record<string, string> = {
   floor: 'bench/floor/resp.ts',
 };
 
-/** One server under callgrind, counted inside one long client run. */
-async function measure(
-  server: string,
-  opts: { test: string; pipeline: number; warmup: number; seconds: number; hashSeed: number; dir: string },
-): Promise<Count> {
-  const out = path.join(opts.dir, `callgrind.${server}.%p`);
+interface Options {
+  workload: 'requests' | 'close';
+  test: string;
+  pipeline: number;
+  warmup: number;
+  seconds: number;
+  conns: number;
+  hashSeed: number;
+  dir: string;
+  keep: boolean;
+}
+
+/** One server under callgrind, counting nothing until `callgrind_control -i on`. */
+function startUnderCallgrind(server: string, opts: Options): Promise<ServerChild> {
   const node = nodeArgv(SERVERS[server]!, [
     '--expose-gc',
     '--perf-basic-prof',
@@ -64,24 +80,25 @@ async function measure(
     '--tool=callgrind',
     '--instr-atstart=no',
     '--smc-check=all-non-file',
-    `--callgrind-out-file=${out}`,
+    `--callgrind-out-file=${path.join(opts.dir, `callgrind.${server}.%p`)}`,
     ...node,
   ];
-  const sc = await ServerChild.start({ argv, cpu: SERVER_CPU }, 120_000);
-  const load = spawnPinned(benchSpec(sc.port, 1_000_000_000, 50, opts.test, opts.pipeline));
-  try {
-    await sleep(opts.warmup * 1000);
-    execFileSync('callgrind_control', ['-i', 'on', String(sc.pid)], { stdio: 'ignore' });
-    await sleep(opts.seconds * 1000);
-    execFileSync('callgrind_control', ['-i', 'off', String(sc.pid)], { stdio: 'ignore' });
-    execFileSync('callgrind_control', ['-d', String(sc.pid)], { stdio: 'ignore' });
-  } finally {
-    load.kill('SIGKILL');
-    await sc.stop();
-  }
+  return ServerChild.start({ argv, cpu: SERVER_CPU, raiseNofile: opts.workload === 'close' }, 120_000);
+}
+
+/** Counts `window` (instrumentation on around it), then dumps the count. */
+async function counted(sc: ServerChild, window: () => Promise<unknown>): Promise<void> {
+  execFileSync('callgrind_control', ['-i', 'on', String(sc.pid)], { stdio: 'ignore' });
+  await window();
+  execFileSync('callgrind_control', ['-i', 'off', String(sc.pid)], { stdio: 'ignore' });
+  execFileSync('callgrind_control', ['-d', String(sc.pid)], { stdio: 'ignore' });
+}
+
+/** Reads the dump of a stopped server: per request, or per `per` when it is a count. */
+function readDump(server: string, pid: number, opts: Options, per: string | number): Count {
   // The dump is `<out>.1`; the end-of-run file beside it holds only the shutdown.
   const dumps = readdirSync(opts.dir)
-    .filter((f) => f.startsWith(`callgrind.${server}.${sc.pid}`))
+    .filter((f) => f.startsWith(`callgrind.${server}.${pid}`))
     .map((f) => path.join(opts.dir, f));
   const file = dumps.sort((a, b) => statSync(b).size - statSync(a).size)[0];
   if (file === undefined) throw new Error(`no callgrind output for ${server}`);
@@ -89,48 +106,114 @@ async function measure(
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,
   });
-  const perfMap = `/tmp/perf-${sc.pid}.map`;
+  const perfMap = `/tmp/perf-${pid}.map`;
   const count = readCallerTree(
     tree,
     jitNamer(readFileSync(perfMap, 'utf8'), `file://${ROOT}/${BUILD_DIR}/`),
-    REQUEST_MARK,
+    per,
   );
-  rmSync(perfMap, { force: true });
+  // Kept beside the dumps with --keep, for callgrind_annotate by hand.
+  if (opts.keep) renameSync(perfMap, path.join(opts.dir, `perf-${server}-${pid}.map`));
+  else rmSync(perfMap, { force: true });
   return count;
+}
+
+/** Requests: counted inside one long client run. */
+async function measureRequests(server: string, opts: Options): Promise<Count> {
+  const sc = await startUnderCallgrind(server, opts);
+  const load = spawnPinned(benchSpec(sc.port, 1_000_000_000, 50, opts.test, opts.pipeline));
+  try {
+    await sleep(opts.warmup * 1000);
+    await counted(sc, () => sleep(opts.seconds * 1000));
+  } finally {
+    load.kill('SIGKILL');
+    await sc.stop();
+  }
+  return readDump(server, sc.pid, opts, REQUEST_MARK);
+}
+
+/**
+ * Closing: `--conns` idle connections opened (as the idle rounds of `npm run bench` do), then
+ * the graceful close of all of them counted, from the harness's command to the last connection
+ * gone; per closed connection. Every connection must have got its FIN.
+ */
+async function measureClose(server: string, opts: Options): Promise<Count> {
+  const n = opts.conns;
+  const sc = await startUnderCallgrind(server, opts);
+  const client = new LineChild({
+    argv: [
+      ...nodeArgv('bench/load/idle.ts'),
+      '--port',
+      String(sc.port),
+      '--conns',
+      String(n),
+      '--seconds',
+      '900',
+    ],
+    cpu: LOAD_CPU,
+    raiseNofile: true,
+  });
+  try {
+    const connected = await client.waitFor('connected', 600_000);
+    if (connected.connected !== n)
+      throw new Error(`${server}: only ${String(connected.connected)} of ${n} connected`);
+    const deadline = Date.now() + 300_000;
+    while (Number((await sc.call('open', 60_000)).open) < n) {
+      if (Date.now() > deadline) throw new Error(`${server}: not all ${n} connections accepted`);
+      await sleep(100);
+    }
+    await sleep(opts.warmup * 1000); // the accept burst's compiles settle
+    await sc.call('mem', 120_000); // as the idle rounds do before closing: two full GCs
+    await counted(sc, () => sc.call('close', 600_000));
+    const done = await client.waitFor('done', 600_000);
+    if (done.ended !== n) throw new Error(`${server}: ${String(done.ended)} of ${n} got a FIN`);
+  } finally {
+    client.kill();
+    await sc.stop();
+  }
+  return readDump(server, sc.pid, opts, n);
 }
 
 async function main(): Promise<void> {
   const args = parseArgs();
   const servers = (args.get('servers') ?? 'raw,service').split(',');
   for (const s of servers) if (!(s in SERVERS)) throw new Error(`--servers: unknown server ${s}`);
-  const opts = {
+  const workload = args.get('workload') ?? 'requests';
+  if (workload !== 'requests' && workload !== 'close')
+    throw new Error(`--workload: requests or close, not ${workload}`);
+  const opts: Options = {
+    workload,
     test: args.get('test') ?? 'ping_mbulk',
     pipeline: num(args, 'pipeline', 16),
-    warmup: num(args, 'warmup', 60),
+    warmup: num(args, 'warmup', workload === 'close' ? 5 : 60),
     seconds: num(args, 'seconds', 30),
+    conns: num(args, 'conns', 10_000),
     hashSeed: num(args, 'hash-seed', 7),
     dir: mkdtempSync(path.join(tmpdir(), 'tcpserver-instructions-')),
+    keep: args.has('keep'),
   };
   const top = num(args, 'top', 25);
+  const unit = workload === 'close' ? 'closed connection' : 'request';
   installExitHooks();
   buildChildren();
   const counts: Count[] = [];
   try {
     for (const s of servers) {
-      const c = await measure(s, opts);
+      const c = workload === 'close' ? await measureClose(s, opts) : await measureRequests(s, opts);
       counts.push(c);
       console.log(
-        `${s}: ${c.total.toFixed(0)} instructions per request (${c.requests} requests counted; TurboFan ${c.compiler.toFixed(0)} per request)`,
+        `${s}: ${c.total.toFixed(0)} instructions per ${unit} (${c.requests} counted; TurboFan ${c.compiler.toFixed(0)} per ${unit})`,
       );
     }
   } finally {
-    rmSync(opts.dir, { recursive: true, force: true });
+    if (opts.keep) console.log(`callgrind files and perf maps kept in ${opts.dir}`);
+    else rmSync(opts.dir, { recursive: true, force: true });
     killAll();
   }
   if (counts.length < 2) return;
   const [a, b] = counts as [Count, Count];
   console.log(`\n${servers[1]} / ${servers[0]}: ${(b.total / a.total).toFixed(3)}`);
-  console.log(`\nper request: ${servers[1]} - ${servers[0]}, ${servers[0]}, ${servers[1]}, function`);
+  console.log(`\nper ${unit}: ${servers[1]} - ${servers[0]}, ${servers[0]}, ${servers[1]}, function`);
   for (const { fn, a: x, b: y } of countDiff(a, b).slice(0, top)) {
     console.log(
       `${(y - x).toFixed(1).padStart(8)} ${x.toFixed(1).padStart(8)} ${y.toFixed(1).padStart(8)}  ${fn.slice(0, 110)}`,

@@ -94,10 +94,12 @@ export interface ServerOptions {
    */
   shutdownSpread?: number;
   /**
-   * At shutdown, a connection that has not sent a byte yet gets this many ms for its first
-   * request (which may have been on its way as the listener closed) before it is ended; the
-   * request is answered, then the connection ends. Go's net/http gives new connections 5 s.
-   * Capped at 90% of the shutdown deadline. Default 1000; `0` ends them at once.
+   * At shutdown, a connection that has not sent a byte yet and was served (accepted, past any
+   * PROXY header and TLS handshake) less than this many ms ago keeps the rest of that time for its
+   * first request, which may have been on its way as the listener closed; the request is
+   * answered, then the connection ends. One silent for longer raced nothing: it ends at once, as
+   * an idle one. Go's net/http gives new connections 5 s from their accept. Capped at 90% of the
+   * shutdown deadline. Default 1000; `0` ends them all at once.
    */
   firstRequestGrace?: number;
   /**

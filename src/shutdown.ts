@@ -10,8 +10,9 @@
  * 3. **End idle connections** now, or with `spread` at a random moment of the window each, so
  *    thousands of clients do not reconnect elsewhere in the same millisecond. A connection still
  *    in the accept pipeline has no request yet: it is closed at once, and not counted as forced.
- *    One served but silent so far gets `firstRequestGrace` for its first request, which may
- *    have raced the listener's close: answered, then ended like the others.
+ *    One served less than `firstRequestGrace` ago and silent so far keeps the rest of that grace
+ *    for its first request, which may have raced the listener's close: answered, then ended like
+ *    the others. One silent for longer raced nothing: it is idle (Go's net/http does the same).
  * 4. **Active connections** finish their work; the moment one would go idle (after its moment,
  *    with `spread`) it ends the same way: its pending read returns `null`, the handler returns,
  *    FIN after the writes flush. `Conn` does this step (see `kEndWhenIdle`).
@@ -28,7 +29,14 @@ import { performance } from 'node:perf_hooks';
 import type { Conn } from './conn.js';
 import { ServerClosedError } from './errors.js';
 import type { Logger } from './options.js';
-import { kEndAfterFirstRequest, kEndNowIfIdle, kEndWhenIdle, kForce, kForced, kFresh } from './symbols.js';
+import {
+  kEndAfterFirstRequest,
+  kEndNowIfIdle,
+  kEndWhenIdle,
+  kForce,
+  kForced,
+  kSilentFor,
+} from './symbols.js';
 import { DeadlineQueue, MAX_DELAY_MS, type Random } from './timers.js';
 
 /** What `close()` and `serve()` resolve with. */
@@ -91,8 +99,8 @@ export class Shutdown {
 
   /**
    * Steps 1 to 3, then step 5 if nothing was open. `timeout` sets the deadline (step 6); `spread`
-   * is the window of step 3; `grace` is how long a connection that has sent nothing yet waits for
-   * its first request (both capped at 90% of the deadline).
+   * is the window of step 3; `grace` is how long after being served a connection that has sent
+   * nothing yet may still send its first request (both capped at 90% of the deadline).
    */
   begin(timeout: number, spread: number, grace: number): void {
     const host = this.#host;
@@ -109,10 +117,11 @@ export class Shutdown {
     };
     for (const conn of host.conns) {
       const at = window > 0 ? this.#random() * window : 0;
-      if (wait > 0 && conn[kFresh]) {
+      const silent = wait > 0 ? conn[kSilentFor](start) : -1;
+      if (silent >= 0 && silent < wait) {
         // 3, for a connection whose first request may be on its way: served, then ended.
         conn[kEndAfterFirstRequest](this.reason);
-        moment(conn, Math.max(at, wait));
+        moment(conn, Math.max(at, wait - silent));
       } else if (window > 0) {
         conn[kEndWhenIdle](this.reason, true); // 2, and 4
         moment(conn, at); // 3

@@ -39,7 +39,7 @@ test('jitNamer: an address inside a map range is that function, stripped of the 
   assert.equal(name('???:Builtins_LoadIC'), '???:Builtins_LoadIC');
 });
 
-test('readCallerTree: own instructions per request, requests from the callers of the mark, TurboFan apart', () => {
+test('readCallerTree: own instructions per request, requests from the callers of the mark or given, TurboFan apart', () => {
   const c = readCallerTree(TREE, jitNamer(MAP, 'file:///repo/cache/'), 'StringSlice<(node::encoding)4>');
   assert.equal(c.requests, 400, 'the calls of the mark from both callers');
   assert.equal(c.byFunction.get('JIT JS:*hot hot.js:1:1'), 10);
@@ -47,6 +47,9 @@ test('readCallerTree: own instructions per request, requests from the callers of
   assert.equal(c.compiler, 3);
   assert.equal(c.total, (2000 + 4000 + 800) / 400, 'TurboFan is not in the total');
   assert.throws(() => readCallerTree(TREE, (f) => f, 'NoSuchFunction'), /no calls of NoSuchFunction/);
+  const perConn = readCallerTree(TREE, (f) => f, 10);
+  assert.equal(perConn.requests, 10, 'a count given is the divisor');
+  assert.equal(perConn.total, (2000 + 4000 + 800) / 10);
 });
 
 test('countDiff: biggest difference first, TurboFan left out', () => {

@@ -99,6 +99,40 @@ test('firstRequestGrace: a connection that stays silent is ended when the grace 
   });
 });
 
+test('firstRequestGrace counts from when the connection was served: one silent for longer is idle and ends at once, a younger one keeps only the rest', async () => {
+  const grace = 600;
+  const { srv, port } = await startServer({ handler: echo, firstRequestGrace: grace });
+  const old = await connect(port);
+  await waitForStats(srv, (s) => s.idle === 1);
+  await sleep(grace + 100); // it has been silent for longer than the grace
+  const youngFrom = performance.now();
+  const young = await connect(port);
+  await waitForStats(srv, (s) => s.idle === 2);
+  const youngBy = performance.now();
+  await sleep(200); // the young one is 200 ms into its grace
+  const oldEnded = once(old, 'end');
+  const youngEnded = once(young, 'end');
+  const start = performance.now();
+  const closing = srv.close({ timeout: 5_000 });
+  await oldEnded;
+  const oldAfter = performance.now() - start;
+  assert.ok(oldAfter < 150, `the old silent connection ended after ${oldAfter.toFixed(0)} ms`);
+  await youngEnded;
+  const youngAfter = performance.now() - start;
+  // Served between youngFrom and youngBy: its grace ends `grace` ms after that (whole ms).
+  const low = youngFrom + grace - start - 2;
+  const high = youngBy + grace - start + 500;
+  assert.ok(
+    youngAfter >= low && youngAfter < high,
+    `the young one ended after ${youngAfter.toFixed(0)} ms, not in [${low.toFixed(0)}, ${high.toFixed(0)})`,
+  );
+  old.end();
+  young.end();
+  const report = await closing;
+  assert.deepEqual([report.graceful, report.forced], [2, 0]);
+  assertNoLeaks(srv);
+});
+
 test('(b) a connection mid-request finishes its response byte for byte, then is closed', async () => {
   const started = latch();
   const parts = Array.from({ length: 20 }, (_, i) => `part-${i};`);

@@ -50,10 +50,11 @@ export function jitNamer(perfMap: string, strip = ''): (fn: string) => string {
 
 /**
  * Reads `callgrind_annotate --tree=caller` output: each function's own instructions (its `*`
- * line), named by `name`, divided by the requests, which are the calls (from all callers) of
- * the function whose name contains `requestMark`. Throws if that function was never called.
+ * line), named by `name`, divided by the requests. `per` is their number, or the name (a part
+ * of it) of a function called once per request: the requests are then its calls from all
+ * callers, and it throws if that function was never called.
  */
-export function readCallerTree(tree: string, name: (fn: string) => string, requestMark: string): Count {
+export function readCallerTree(tree: string, name: (fn: string) => string, per: string | number): Count {
   const raw = new Map<string, number>();
   let requests = 0;
   let callers = 0;
@@ -69,11 +70,12 @@ export function readCallerTree(tree: string, name: (fn: string) => string, reque
     else if (kind === '*') {
       const key = name(fn!);
       raw.set(key, (raw.get(key) ?? 0) + Number(ir!.replace(/,/g, '')));
-      if (fn!.includes(requestMark)) requests += callers;
+      if (typeof per === 'string' && fn!.includes(per)) requests += callers;
       callers = 0;
     }
   }
-  if (requests === 0) throw new Error(`no calls of ${requestMark} counted: was the window empty?`);
+  if (typeof per === 'number') requests = per;
+  else if (requests === 0) throw new Error(`no calls of ${per} counted: was the window empty?`);
   const byFunction = new Map<string, number>();
   let total = 0;
   let compiler = 0;
