@@ -18,6 +18,7 @@
  */
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { AcceptClock } from './accept-clock.js';
 import { Conn } from './conn.js';
 import { ConnectionAgeError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
@@ -70,6 +71,8 @@ export class AcceptPipeline {
   readonly #tls: TlsStage | undefined;
   /** Connections with a maximum age, ended at their next idle moment once it is reached. */
   readonly #ages: DeadlineQueue<Conn> | undefined;
+  /** When connections were accepted, for `firstRequestGrace` (none without a grace). */
+  readonly #clock: AcceptClock | undefined;
   #nextId = 1;
 
   constructor(host: AcceptHost, options: ResolvedOptions) {
@@ -80,6 +83,12 @@ export class AcceptPipeline {
     const age = options.maxConnectionAge;
     if (age > 0 && age !== Infinity) {
       this.#ages = new DeadlineQueue<Conn>((conn) => conn[kEndWhenIdle](new ConnectionAgeError(age)));
+    }
+    const grace = options.firstRequestGrace;
+    if (grace > 0) {
+      // Accept times to within an eighth of the grace: a connection may wait that much longer.
+      const step = Math.max(1, grace / 8);
+      this.#clock = new AcceptClock(step, grace + step);
     }
   }
 
@@ -95,6 +104,7 @@ export class AcceptPipeline {
     if (options.noDelay) socket.setNoDelay(true);
     if (options.keepAlive) socket.setKeepAlive(true, options.keepAliveInitialDelay);
     const id = this.#nextId++;
+    this.#clock?.accepted(id, performance.now());
     const conn = new Conn(host.server, id, socket);
     host.adopt(conn);
     const ages = this.#ages;
@@ -112,6 +122,11 @@ export class AcceptPipeline {
       );
     }
   };
+
+  /** The latest moment `conn` can have been accepted (see `AcceptClock`). */
+  acceptedBy(conn: Conn): number {
+    return this.#clock?.acceptedBy(conn.id) ?? -Infinity;
+  }
 
   /** The connection closed: forget its deadlines. */
   connClosed(conn: Conn): void {

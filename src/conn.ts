@@ -38,6 +38,7 @@ import {
   kEndWhenIdle,
   kForce,
   kForced,
+  kFresh,
   kLingerTimeout,
   kOnHandlerError,
   kOnLingerTimeout,
@@ -47,7 +48,6 @@ import {
   kRun,
   kServe,
   kService,
-  kSilentFor,
   kWatching,
 } from './symbols.js';
 import { DeadlineQueue, describeValue, isTimeout } from './timers.js';
@@ -436,11 +436,6 @@ export class Conn implements AsyncIterable<Buffer> {
   #writers: Waiter[] = NO_WAITERS;
   #decoder: Decoder<unknown> | undefined;
   #holds = 0;
-  /**
-   * When `kServe` ran: `performance.now()` in whole ms, wrapped to 32 bits so it stays a small
-   * integer in the object however long the process runs (see `kSilentFor`).
-   */
-  #servedAt = 0;
   /** What most connections never need, made on first use (see `#coldFields`). */
   #cold: ColdFields | undefined;
   /** Service mode only, made when first needed (see `SERVICE`). */
@@ -466,7 +461,6 @@ export class Conn implements AsyncIterable<Buffer> {
    * Input a stage read past its end was put back into the stream, so nothing is lost.
    */
   [kServe](stream: Socket, proxy: ProxyHeader | undefined, idleTimeout: number): void {
-    this.#servedAt = performance.now() | 0;
     if (proxy !== undefined) this.#coldFields().proxy = proxy;
     const accepted = this.#socket;
     if (stream !== accepted) {
@@ -786,14 +780,9 @@ export class Conn implements AsyncIterable<Buffer> {
     if (first || !spread) this.#maybeIdle();
   }
 
-  /**
-   * How many ms ago this connection finished the accept pipeline, while its peer has sent nothing
-   * yet; -1 once it has (or while it is still in the pipeline). The 32-bit difference is exact
-   * for anything younger than 24 days, which is all a first-request grace compares it with.
-   */
-  [kSilentFor](now: number): number {
-    if (this.#state === 'new' || (this.#flags & RECEIVED) !== 0) return -1;
-    return ((now | 0) - this.#servedAt) | 0;
+  /** True while the peer has sent nothing yet (the connection is past the accept pipeline). */
+  get [kFresh](): boolean {
+    return this.#state !== 'new' && (this.#flags & RECEIVED) === 0;
   }
 
   /**

@@ -94,8 +94,8 @@ export interface ServerOptions {
    */
   shutdownSpread?: number;
   /**
-   * At shutdown, a connection that has not sent a byte yet and was served (accepted, past any
-   * PROXY header and TLS handshake) less than this many ms ago keeps the rest of that time for its
+   * At shutdown, a connection that has not sent a byte yet and was accepted less than this many
+   * ms ago keeps the rest of that time (measured to within an eighth of it, never less) for its
    * first request, which may have been on its way as the listener closed; the request is
    * answered, then the connection ends. One silent for longer raced nothing: it ends at once, as
    * an idle one. Go's net/http gives new connections 5 s from their accept. Capped at 90% of the

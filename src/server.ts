@@ -631,6 +631,7 @@ export class Server extends EventEmitter implements ConnOwner {
         this.emit('shutdown', { timeout });
         if (wasReady) this.emit('ready', false);
       },
+      acceptedBy: (conn) => this.#accept.acceptedBy(conn),
       closeListeners: () => this.#closeListeners(),
       countForced: () => void this.#totals.forced++,
       stop: (report) => this.#stop(report),

@@ -10,7 +10,7 @@
  * 3. **End idle connections** now, or with `spread` at a random moment of the window each, so
  *    thousands of clients do not reconnect elsewhere in the same millisecond. A connection still
  *    in the accept pipeline has no request yet: it is closed at once, and not counted as forced.
- *    One served less than `firstRequestGrace` ago and silent so far keeps the rest of that grace
+ *    One accepted less than `firstRequestGrace` ago and silent so far keeps the rest of that grace
  *    for its first request, which may have raced the listener's close: answered, then ended like
  *    the others. One silent for longer raced nothing: it is idle (Go's net/http does the same).
  * 4. **Active connections** finish their work; the moment one would go idle (after its moment,
@@ -29,14 +29,7 @@ import { performance } from 'node:perf_hooks';
 import type { Conn } from './conn.js';
 import { ServerClosedError } from './errors.js';
 import type { Logger } from './options.js';
-import {
-  kEndAfterFirstRequest,
-  kEndNowIfIdle,
-  kEndWhenIdle,
-  kForce,
-  kForced,
-  kSilentFor,
-} from './symbols.js';
+import { kEndAfterFirstRequest, kEndNowIfIdle, kEndWhenIdle, kForce, kForced, kFresh } from './symbols.js';
 import { DeadlineQueue, MAX_DELAY_MS, type Random } from './timers.js';
 
 /** What `close()` and `serve()` resolve with. */
@@ -57,6 +50,11 @@ export interface ShutdownHost {
   readonly conns: ReadonlySet<Conn>;
   /** True while listeners are being bound: the shutdown cannot finish before they exist. */
   readonly binding: boolean;
+  /**
+   * The latest moment `conn` can have been accepted (its age is at least the time since): see
+   * `AcceptClock`. Asked only for connections that have sent nothing yet.
+   */
+  acceptedBy(conn: Conn): number;
   /** Step 1: closes every listener; connections arriving later are refused. */
   closeListeners(): void;
   /** Tells the world the shutdown began (events, channel, logger, readiness). */
@@ -99,7 +97,7 @@ export class Shutdown {
 
   /**
    * Steps 1 to 3, then step 5 if nothing was open. `timeout` sets the deadline (step 6); `spread`
-   * is the window of step 3; `grace` is how long after being served a connection that has sent
+   * is the window of step 3; `grace` is how long after its accept a connection that has sent
    * nothing yet may still send its first request (both capped at 90% of the deadline).
    */
   begin(timeout: number, spread: number, grace: number): void {
@@ -117,11 +115,12 @@ export class Shutdown {
     };
     for (const conn of host.conns) {
       const at = window > 0 ? this.#random() * window : 0;
-      const silent = wait > 0 ? conn[kSilentFor](start) : -1;
-      if (silent >= 0 && silent < wait) {
+      // For a connection silent so far: its grace less the least age it can have (AcceptClock).
+      const left = wait > 0 && conn[kFresh] ? grace - (start - Math.min(host.acceptedBy(conn), start)) : 0;
+      if (left > 0) {
         // 3, for a connection whose first request may be on its way: served, then ended.
         conn[kEndAfterFirstRequest](this.reason);
-        moment(conn, Math.max(at, wait - silent));
+        moment(conn, Math.max(at, Math.min(left, cap)));
       } else if (window > 0) {
         conn[kEndWhenIdle](this.reason, true); // 2, and 4
         moment(conn, at); // 3

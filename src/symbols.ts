@@ -44,7 +44,7 @@ export const kAdoptFd = Symbol('tcpserver.adoptFd');
 export const kListeners = Symbol('tcpserver.listeners');
 /** `Server`: its listeners were handed over; closing them leaves their socket files. */
 export const kHandOff = Symbol('tcpserver.handOff');
-/** `Conn`: ms since it was served while the peer has sent nothing yet, else -1. */
-export const kSilentFor = Symbol('tcpserver.silentFor');
+/** `Conn`: true while the peer has sent nothing yet. */
+export const kFresh = Symbol('tcpserver.fresh');
 /** `Conn`: shutdown of a connection that has sent nothing yet: serve its first request, then end. */
 export const kEndAfterFirstRequest = Symbol('tcpserver.endAfterFirstRequest');
