@@ -185,7 +185,7 @@ test('idleTimeout still ends an idle connection gracefully: its read resolves nu
   await stopAndCheck(srv);
 });
 
-test('frameTimeout: 200 peers dripping a byte every 500 ms are all closed within 2.5 s; a normal client is served in under 50 ms meanwhile', async (t) => {
+test('frameTimeout: 200 peers dripping a byte every 500 ms are all closed within 2.5 s; a normal client is served in under 250 ms meanwhile', async (t) => {
   const readErrors = new Map<string, number>();
   const events: unknown[] = [];
   const published: unknown[] = [];
@@ -209,6 +209,11 @@ test('frameTimeout: 200 peers dripping a byte every 500 ms are all closed within
   // server's, not this process's work on 200 client sockets.
   const dripper = spawn(process.execPath, ['-e', DRIPPER_SCRIPT, String(port), String(DRIPPERS)], {
     stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  // A failed assertion must not leave the server (or the drippers) holding this file's process.
+  t.after(async () => {
+    dripper.kill();
+    await srv.close({ timeout: 0 });
   });
   let output = '';
   dripper.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -249,7 +254,9 @@ test('frameTimeout: 200 peers dripping a byte every 500 ms are all closed within
     })}`,
   );
   assert.ok(latencies.length >= 20, `${latencies.length} requests served meanwhile`);
-  assert.ok(worst < 50, `normal client's slowest reply took ${worst.toFixed(1)} ms`);
+  // Typically 2 to 31 ms here; one CI run of a loaded machine saw 104 ms. A server held by its
+  // drippers would keep the client waiting for a dripper's frame timeout (2 s) or its drip (500 ms).
+  assert.ok(worst < 250, `normal client's slowest reply took ${worst.toFixed(1)} ms`);
   await waitForStats(srv, (s) => s.open === 0);
   const stats = srv.stats();
   assert.deepEqual([stats.frameTimeouts, stats.idleTimeouts, stats.errors], [DRIPPERS, 0, 0]);
