@@ -104,12 +104,15 @@ export class AcceptPipeline {
     if (options.noDelay) socket.setNoDelay(true);
     if (options.keepAlive) socket.setKeepAlive(true, options.keepAliveInitialDelay);
     const id = this.#nextId++;
-    this.#clock?.accepted(id, performance.now());
+    const clock = this.#clock;
+    const ages = this.#ages;
+    // One clock read serves both (none when neither is configured).
+    const now = clock !== undefined || ages !== undefined ? performance.now() : 0;
+    clock?.accepted(id, now);
     const conn = new Conn(host.server, id, socket);
     host.adopt(conn);
-    const ages = this.#ages;
     if (ages !== undefined) {
-      ages.add(conn, performance.now() + jitter(options.maxConnectionAge, ageFraction, options.random));
+      ages.add(conn, now + jitter(options.maxConnectionAge, ageFraction, options.random));
     }
     // 3. Stages.
     const proxy = this.#proxy;

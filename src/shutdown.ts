@@ -107,7 +107,6 @@ export class Shutdown {
     this.tighten(timeout);
     const cap = Math.min(timeout * SPREAD_SHARE, MAX_DELAY_MS);
     const window = Math.min(spread, cap);
-    const wait = Math.min(grace, cap);
     const start = performance.now();
     const moment = (conn: Conn, after: number): void => {
       this.#moments ??= new DeadlineQueue<Conn>((c) => c[kEndNowIfIdle]());
@@ -116,7 +115,8 @@ export class Shutdown {
     for (const conn of host.conns) {
       const at = window > 0 ? this.#random() * window : 0;
       // For a connection silent so far: its grace less the least age it can have (AcceptClock).
-      const left = wait > 0 && conn[kFresh] ? grace - (start - Math.min(host.acceptedBy(conn), start)) : 0;
+      const left =
+        grace > 0 && cap > 0 && conn[kFresh] ? grace - (start - Math.min(host.acceptedBy(conn), start)) : 0;
       if (left > 0) {
         // 3, for a connection whose first request may be on its way: served, then ended.
         conn[kEndAfterFirstRequest](this.reason);
