@@ -12,15 +12,8 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { num, parseArgs } from './lib/args.js';
 import { fullConfig, serverScript, serverSpec } from './lib/config.js';
-import {
-  buildChildren,
-  installExitHooks,
-  killAll,
-  LineChild,
-  LOAD_CPU,
-  nodeArgv,
-  ServerChild,
-} from './lib/proc.js';
+import { buildChildren, installExitHooks, killAll, type LineChild, ServerChild } from './lib/proc.js';
+import { openIdle } from './workloads/scale.js';
 
 interface Snapshot {
   snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
@@ -64,15 +57,7 @@ async function measure(side: 'framework' | 'baseline' | 'floor', conns: number) 
   let client: LineChild | undefined;
   try {
     const before = String((await sc.call('heap', 120_000)).file);
-    client = new LineChild({
-      argv: [...nodeArgv('bench/load/idle.ts'), '--port', String(sc.port), '--conns', String(conns)],
-      cpu: LOAD_CPU,
-      raiseNofile: true,
-    });
-    await client.waitFor('connected', 60_000);
-    for (let i = 0; i < 500 && Number((await sc.call('open')).open) < conns; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    client = await openIdle(sc, conns, `heap-${side}`, { seconds: 600 });
     const after = String((await sc.call('heap', 120_000)).file);
     const h0 = histogram(before);
     const h1 = histogram(after);

@@ -36,8 +36,6 @@ import {
   buildChildren,
   installExitHooks,
   killAll,
-  LineChild,
-  LOAD_CPU,
   nodeArgv,
   ROOT,
   SERVER_CPU,
@@ -45,6 +43,10 @@ import {
   spawnPinned,
 } from './lib/proc.js';
 import { benchSpec } from './workloads/resp.js';
+import { expectFins, type IdleTimeouts, openIdle } from './workloads/scale.js';
+
+/** A server under callgrind runs some 50 times slower: the idle run's waits, stretched. */
+const UNDER_VALGRIND: IdleTimeouts = { open: 600_000, close: 600_000 };
 
 /** The per-command call that counts requests (see the module comment). */
 const REQUEST_MARK = 'StringSlice<(node::encoding)4>';
@@ -140,35 +142,17 @@ async function measureRequests(server: string, opts: Options): Promise<Count> {
 async function measureClose(server: string, opts: Options): Promise<Count> {
   const n = opts.conns;
   const sc = await startUnderCallgrind(server, opts);
-  const client = new LineChild({
-    argv: [
-      ...nodeArgv('bench/load/idle.ts'),
-      '--port',
-      String(sc.port),
-      '--conns',
-      String(n),
-      '--seconds',
-      '900',
-    ],
-    cpu: LOAD_CPU,
-    raiseNofile: true,
-  });
   try {
-    const connected = await client.waitFor('connected', 600_000);
-    if (connected.connected !== n)
-      throw new Error(`${server}: only ${String(connected.connected)} of ${n} connected`);
-    const deadline = Date.now() + 300_000;
-    while (Number((await sc.call('open', 60_000)).open) < n) {
-      if (Date.now() > deadline) throw new Error(`${server}: not all ${n} connections accepted`);
-      await sleep(100);
+    const client = await openIdle(sc, n, server, { timeouts: UNDER_VALGRIND });
+    try {
+      await sleep(opts.warmup * 1000); // the accept burst's compiles settle
+      await sc.call('mem', UNDER_VALGRIND.close); // as the idle rounds do before closing: two full GCs
+      await counted(sc, () => sc.call('close', UNDER_VALGRIND.close));
+      await expectFins(client, n, server, UNDER_VALGRIND);
+    } finally {
+      client.kill();
     }
-    await sleep(opts.warmup * 1000); // the accept burst's compiles settle
-    await sc.call('mem', 120_000); // as the idle rounds do before closing: two full GCs
-    await counted(sc, () => sc.call('close', 600_000));
-    const done = await client.waitFor('done', 600_000);
-    if (done.ended !== n) throw new Error(`${server}: ${String(done.ended)} of ${n} got a FIN`);
   } finally {
-    client.kill();
     await sc.stop();
   }
   return readDump(server, sc.pid, opts, n);

@@ -23,6 +23,71 @@ export interface IdleRun {
   closeCpu: number;
 }
 
+/** How long an idle run may wait: natively, or stretched for a server under valgrind. */
+export interface IdleTimeouts {
+  /** For all connections to connect and to be accepted, ms. */
+  open: number;
+  /** For the server's close and for every FIN, ms. */
+  close: number;
+}
+
+const NATIVE: IdleTimeouts = { open: 60_000, close: 30_000 };
+
+/**
+ * A connection that has sent nothing is idle, to a graceful close, only once it is older than
+ * `firstRequestGrace` (1 s by default, measured to within an eighth of it): a younger one keeps
+ * the rest of it for a first request that may have raced the close (README, "Graceful shutdown in
+ * one table"). The idle measures close idle connections, so they wait this long after the last
+ * accept; otherwise a close would time the grace, not the closing.
+ */
+const PAST_FIRST_REQUEST_GRACE_MS = 1_250;
+
+/**
+ * Opens `n` idle connections to the server `sc` from a load process on the load core, the way
+ * every idle measure does: at most `parallel` handshakes in flight, then waits until the server
+ * has accepted all of them (the client sees the handshake before the server accepts), and until
+ * all of them are past their first-request grace. The client waits for its FINs at most
+ * `seconds`. On failure the client is killed before the throw.
+ */
+export async function openIdle(
+  sc: ServerChild,
+  n: number,
+  tag: string,
+  opts: { parallel?: number; seconds?: number; timeouts?: IdleTimeouts } = {},
+): Promise<LineChild> {
+  const timeouts = opts.timeouts ?? NATIVE;
+  const argv = [...nodeArgv('bench/load/idle.ts'), '--port', String(sc.port), '--conns', String(n)];
+  if (opts.parallel !== undefined) argv.push('--parallel', String(opts.parallel));
+  argv.push('--seconds', String(opts.seconds ?? Math.ceil((timeouts.open + timeouts.close) / 1000)));
+  const client = new LineChild({ argv, cpu: LOAD_CPU, raiseNofile: true });
+  try {
+    const connected = await client.waitFor('connected', timeouts.open);
+    if (connected.connected !== n)
+      throw new Error(`${tag}: only ${String(connected.connected)} of ${n} connected`);
+    const deadline = Date.now() + timeouts.open;
+    let open = 0;
+    while ((open = Number((await sc.call('open', timeouts.open)).open)) < n && Date.now() < deadline)
+      await sleep(20);
+    if (open < n) throw new Error(`${tag}: server has ${open} of ${n} connections open`);
+    await sleep(PAST_FIRST_REQUEST_GRACE_MS);
+    return client;
+  } catch (err) {
+    client.kill();
+    throw err;
+  }
+}
+
+/** Waits until the client of `openIdle` has seen every one of its `n` connections end with a FIN. */
+export async function expectFins(
+  client: LineChild,
+  n: number,
+  tag: string,
+  timeouts = NATIVE,
+): Promise<void> {
+  const done = await client.waitFor('done', timeouts.close);
+  if (done.ended !== n) throw new Error(`${tag}: ${String(done.ended)} of ${n} got a FIN`);
+}
+
 /**
  * One run of `n` idle connections against a fresh server running `script`: memory before and
  * after, then a graceful close, metered; checks that every connection connected, was accepted,
@@ -34,28 +99,12 @@ export async function idleRun(cfg: BenchConfig, script: string, tag: string, n: 
   try {
     sc = await ServerChild.start(serverSpec(cfg, script, tag, { raiseNofile: true }));
     const before = await sc.call('mem');
-    client = new LineChild({
-      argv: [...nodeArgv('bench/load/idle.ts'), '--port', String(sc.port), '--conns', String(n)].concat(
-        '--parallel',
-        String(cfg.scale.parallel),
-      ),
-      cpu: LOAD_CPU,
-      raiseNofile: true,
-    });
-    const connected = await client.waitFor('connected', 60_000);
-    if (connected.connected !== n)
-      throw new Error(`${tag}: only ${String(connected.connected)} of ${n} connected`);
-    // The client sees the handshake before the server accepts: wait until all are accepted.
-    const deadline = Date.now() + 30_000;
-    let open = 0;
-    while ((open = Number((await sc.call('open')).open)) < n && Date.now() < deadline) await sleep(20);
-    if (open < n) throw new Error(`${tag}: server has ${open} of ${n} connections open`);
+    client = await openIdle(sc, n, tag, { parallel: cfg.scale.parallel });
     const after = await sc.call('mem');
     const cpu0 = schedCpuNs(sc.pid);
-    const closed = await sc.call('close', 30_000);
+    const closed = await sc.call('close', NATIVE.close);
     const cpu1 = schedCpuNs(sc.pid);
-    const done = await client.waitFor('done', 30_000);
-    if (done.ended !== n) throw new Error(`${tag}: ${String(done.ended)} of ${n} got a FIN`);
+    await expectFins(client, n, tag);
     return {
       rss: (Number(after.rss) - Number(before.rss)) / n,
       heap: (Number(after.heapUsed) - Number(before.heapUsed)) / n,
