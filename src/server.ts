@@ -117,6 +117,9 @@ type Phase = 'created' | 'serving' | 'closing' | 'stopped';
 
 const noop = (): void => {};
 
+/** A listener, as `EventEmitter`'s methods type it. */
+type Listener = Parameters<EventEmitter['on']>[1];
+
 /**
  * A TCP (or unix, or TLS) server that runs one handler per connection and shuts down
  * gracefully. Build it with `newServer(...)` or `createServer({...})`.
@@ -149,6 +152,8 @@ export class Server extends EventEmitter implements ConnOwner {
   #readyFlag = true;
   #reusePort: boolean;
   readonly #conns = new Set<Conn>();
+  /** `'connState'` has a listener: kept by the listener methods (see `#recount`). */
+  #stateListeners = false;
   readonly #totals = {
     accepted: 0,
     rejected: 0,
@@ -376,7 +381,60 @@ export class Server extends EventEmitter implements ConnOwner {
 
   /** True when someone observes state changes: only then are transitions other than `closed` reported. */
   get [kWatching](): boolean {
-    return this.listenerCount('connState') > 0 || channels.connState.hasSubscribers;
+    return this.#stateListeners || channels.connState.hasSubscribers;
+  }
+
+  // -- EventEmitter's listener methods, each followed by a recount of `'connState'` listeners -----
+  // A connection changes state twice per request; `listenerCount()` there is a megamorphic keyed
+  // load each time (docs/architecture.md, "Connection states"). Every way to add or remove a
+  // listener goes through one of these (`once` and the `node:events` helpers call them too), so
+  // the flag they keep is exact, also after `removeAllListeners()`.
+
+  override addListener(event: string | symbol, listener: Listener): this {
+    super.addListener(event, listener);
+    return this.#recount(event);
+  }
+
+  override on(event: string | symbol, listener: Listener): this {
+    super.on(event, listener);
+    return this.#recount(event);
+  }
+
+  override once(event: string | symbol, listener: Listener): this {
+    super.once(event, listener);
+    return this.#recount(event);
+  }
+
+  override prependListener(event: string | symbol, listener: Listener): this {
+    super.prependListener(event, listener);
+    return this.#recount(event);
+  }
+
+  override prependOnceListener(event: string | symbol, listener: Listener): this {
+    super.prependOnceListener(event, listener);
+    return this.#recount(event);
+  }
+
+  override removeListener(event: string | symbol, listener: Listener): this {
+    super.removeListener(event, listener);
+    return this.#recount(event);
+  }
+
+  override off(event: string | symbol, listener: Listener): this {
+    super.off(event, listener);
+    return this.#recount(event);
+  }
+
+  override removeAllListeners(event?: string | symbol): this {
+    // It removes every event's listeners only when called without an argument, not with undefined.
+    if (event === undefined) super.removeAllListeners();
+    else super.removeAllListeners(event);
+    return this.#recount(event ?? 'connState');
+  }
+
+  #recount(event: string | symbol): this {
+    if (event === 'connState') this.#stateListeners = this.listenerCount('connState') > 0;
+    return this;
   }
 
   get [kLingerTimeout](): number {
@@ -450,7 +508,7 @@ export class Server extends EventEmitter implements ConnOwner {
 
   #publishState(conn: Conn, state: ConnState, prev: ConnState | undefined): void {
     if (channels.connState.hasSubscribers) channels.connState.publish({ server: this, conn, state, prev });
-    if (this.listenerCount('connState') > 0) this.emit('connState', conn, state, prev);
+    if (this.#stateListeners) this.emit('connState', conn, state, prev);
   }
 
   async #bindAll(): Promise<BoundAddress[]> {

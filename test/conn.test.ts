@@ -105,6 +105,77 @@ test('the state machine: new → active ⇄ idle → closing → closed, and sta
   await stopAndCheck(srv);
 });
 
+test("'connState' reaches every listener, however it was added, also after removeAllListeners()", async (t) => {
+  const { srv, port } = await startServer({
+    handler: async (_ctx, conn) => {
+      for await (const chunk of conn) await conn.write(chunk);
+    },
+  });
+  const client = await connect(port);
+  // A failed assertion must not leave the server holding the file's process.
+  t.after(() => {
+    client.destroy();
+    void srv.close({ timeout: 0 });
+  });
+  await waitForStats(srv, (s) => s.idle === 1);
+  /** One request: the connection goes idle → active → idle. */
+  const ping = async (): Promise<void> => {
+    client.write('ping');
+    await readBytes(client, 4);
+    await waitForStats(srv, (s) => s.idle === 1 && s.active === 0);
+  };
+  const seen: string[] = [];
+  const record =
+    (name: string) =>
+    (_conn: Conn, state: ConnState): void => {
+      seen.push(`${name}:${state}`);
+    };
+  const take = (): string[] => seen.splice(0);
+  type Listener = (conn: Conn, state: ConnState) => void;
+  const adders: Array<[string, (l: Listener) => unknown]> = [
+    ['on', (l) => srv.on('connState', l)],
+    ['addListener', (l) => srv.addListener('connState', l)],
+    ['prependListener', (l) => srv.prependListener('connState', l)],
+    ['once', (l) => srv.once('connState', l)],
+    ['prependOnceListener', (l) => srv.prependOnceListener('connState', l)],
+  ];
+  const removers: Array<[string, (l: Listener) => unknown]> = [
+    ['off', (l) => srv.off('connState', l)],
+    ['removeListener', (l) => srv.removeListener('connState', l)],
+    ['removeAllListeners()', () => srv.removeAllListeners()],
+    ["removeAllListeners('connState')", () => srv.removeAllListeners('connState')],
+  ];
+  // Every way to remove, then every way to add: each listener sees the next request.
+  for (const [remove, removeFn] of removers) {
+    for (const [add, addFn] of adders) {
+      const listener = record(add);
+      addFn(listener);
+      await ping();
+      const expected = add.toLowerCase().includes('once')
+        ? [`${add}:active`]
+        : [`${add}:active`, `${add}:idle`];
+      assert.deepEqual(take(), expected, `${add} after ${remove}`);
+      removeFn(listener);
+      await ping();
+      assert.deepEqual(take(), [], `${remove} after ${add}`);
+    }
+  }
+
+  const first = once(srv, 'connState');
+  await ping();
+  assert.equal((await first)[1], 'active', "node:events' once() sees a transition");
+  const c = record('c');
+  srv.on('connState', c);
+  srv.on('connState', record('e'));
+  srv.removeListener('connState', c);
+  await ping();
+  assert.deepEqual(take(), ['e:active', 'e:idle'], 'removing one of two leaves the other');
+  srv.removeAllListeners('connState');
+  client.end();
+  await waitForStats(srv, (s) => s.open === 0);
+  await stopAndCheck(srv);
+});
+
 test('write() waits for drain: a peer that stops reading bounds the memory a writer uses', async () => {
   const block = Buffer.alloc(64 * 1024, 7);
   let writes = 0;
