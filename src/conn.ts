@@ -597,32 +597,40 @@ export class Conn implements AsyncIterable<Buffer> {
    * wait for more bytes.
    */
   readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
-    if (this.#readResolve !== undefined || (this.#flags & SERVICE) !== 0)
-      return Promise.reject(this.#readRefused());
-    if (opts !== undefined) {
-      const refused = refuseOptions(opts);
-      if (refused !== undefined) return Promise.reject(refused);
-    }
+    // Small on purpose, as `write()` is: TurboFan inlines it into the caller's read loop within a
+    // budget that the caller's own calls need too (docs/architecture.md, "Stream mode").
+    const refused = this.#refuseRead(opts);
+    if (refused !== undefined) return Promise.reject(refused);
     this.#decoder = decoder;
+    let frame: T | null | undefined;
     try {
-      // Frames already complete in the decoder or in queued input are returned without waiting.
-      for (;;) {
-        const frame = decoder.next();
-        if (frame !== undefined) {
-          if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
-          return Promise.resolve(frame);
-        }
-        if (this.#queue.length === 0) break;
-        decoder.push(this.#take());
-      }
-      // End of stream first: a clean close after the peer's FIN is not an error.
-      if ((this.#flags & (EOF | HANDLER_DONE)) !== 0) return Promise.resolve(decoder.end() ?? null);
-      if ((this.#flags & CLOSED) !== 0 || this.#cold?.closeError !== undefined)
-        return Promise.reject(this.#failure());
+      frame = this.#frameNow(decoder);
     } catch (error) {
       return Promise.reject(error);
     }
+    if (frame !== undefined) return Promise.resolve(frame);
     return this.#wait(opts, READ_FRAME) as Promise<T | null>;
+  }
+
+  /**
+   * A frame that needs no waiting: complete in the decoder or in queued input, or `null` at end
+   * of stream; throws the decoder's error, or the close error of a closed connection; undefined
+   * if the read must wait.
+   */
+  #frameNow<T>(decoder: Decoder<T>): T | null | undefined {
+    for (;;) {
+      const frame = decoder.next();
+      if (frame !== undefined) {
+        if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
+        return frame;
+      }
+      if (this.#queue.length === 0) break;
+      decoder.push(this.#take());
+    }
+    // End of stream first: a clean close after the peer's FIN is not an error.
+    if ((this.#flags & (EOF | HANDLER_DONE)) !== 0) return decoder.end() ?? null;
+    if ((this.#flags & CLOSED) !== 0 || this.#cold?.closeError !== undefined) throw this.#failure();
+    return undefined;
   }
 
   /** Iterates received chunks until end of stream. Breaking out does not close the connection. */
@@ -649,6 +657,11 @@ export class Conn implements AsyncIterable<Buffer> {
       return handledRejection(new ConnClosedError('connection is closed for writing'));
     }
     if (socket.write(data)) return RESOLVED;
+    return this.#waitDrain(opts);
+  }
+
+  /** A write the socket buffered past its high-water mark: resolves on `'drain'` (see `write()`). */
+  #waitDrain(opts: IoOptions | undefined): Promise<void> {
     // Waiting for drain is work in progress: a pending read alongside is no longer idle.
     if (this.#state === 'idle') this.#setState('active');
     const waiting = new Promise<void>(capture);
@@ -656,7 +669,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (this.#writers === NO_WAITERS) {
       if ((this.#flags & DRAIN_HOOKED) === 0) {
         this.#flags |= DRAIN_HOOKED;
-        socket.on('drain', onDrain);
+        this.#socket.on('drain', onDrain);
       }
       this.#writers = [];
     }
@@ -861,12 +874,8 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
-    if (this.#readResolve !== undefined || (this.#flags & SERVICE) !== 0)
-      return Promise.reject(this.#readRefused());
-    if (opts !== undefined) {
-      const refused = refuseOptions(opts);
-      if (refused !== undefined) return Promise.reject(refused);
-    }
+    const refused = this.#refuseRead(opts);
+    if (refused !== undefined) return Promise.reject(refused);
     if (this.#queue.length > 0) {
       const chunk = this.#take();
       return Promise.resolve(iter ? { value: chunk, done: false } : chunk);
@@ -892,24 +901,31 @@ export class Conn implements AsyncIterable<Buffer> {
     // Half a frame is already here: it is timed from now (a whole one never reaches this point).
     if (kind === READ_FRAME && (this.#flags & FRAME_TIMED) === 0 && this.#decoder!.buffered > 0)
       this.#startFrameClock();
-    if (opts !== undefined) {
-      this.#readDeadline = this.#arm(opts, 'read', (error) => {
-        if (this.#readResolve !== resolve) return; // that read is settled already
-        const reject = this.#readReject!;
-        this.#readDone();
-        // A cancelled read leaves the handler working, no longer waiting.
-        if (this.#state === 'idle') this.#setState('active');
-        reject(error);
-      });
-    }
+    if (opts !== undefined) this.#armRead(opts, resolve);
     this.#maybeIdle();
     return promise;
   }
 
-  #readRefused(): ConcurrentReadError {
-    return (this.#flags & SERVICE) === 0
-      ? new ConcurrentReadError()
-      : new ConcurrentReadError('a service-mode connection is read by the server: it cannot be read too');
+  /** The pending read's deadline and cancellation: it rejects, the handler works on. */
+  #armRead(opts: IoOptions, resolve: (value: ReadResult) => void): void {
+    this.#readDeadline = this.#arm(opts, 'read', (error) => {
+      if (this.#readResolve !== resolve) return; // that read is settled already
+      const reject = this.#readReject!;
+      this.#readDone();
+      // A cancelled read leaves the handler working, no longer waiting.
+      if (this.#state === 'idle') this.#setState('active');
+      reject(error);
+    });
+  }
+
+  /** Why a read cannot start: one is pending, the server reads this connection, or bad `opts`. */
+  #refuseRead(opts: IoOptions | undefined): Error | undefined {
+    if ((this.#flags & SERVICE) !== 0)
+      return new ConcurrentReadError(
+        'a service-mode connection is read by the server: it cannot be read too',
+      );
+    if (this.#readResolve !== undefined) return new ConcurrentReadError();
+    return opts === undefined ? undefined : refuseOptions(opts);
   }
 
   /** Forgets the pending read (its caller settles it) and clears its deadline. */
