@@ -2,15 +2,18 @@
  * Instructions per request of the RESP servers, counted by valgrind's callgrind: a measure that,
  * unlike CPU time, does not move with the machine's load, the core's frequency or the cache, so
  * an A/B of a few percent shows in one run per side. It counts user-space instructions only (the
- * kernel's TCP work, about half the CPU here, is outside it), and it cannot see cache misses or
- * branch mispredictions; the CPU rounds of `npm run bench` stay the judge of the targets.
+ * kernel's TCP work, about half the CPU here, is outside it), and it does not see cache misses or
+ * branch mispredictions unless `--cache-sim` asks callgrind to simulate them (a model of the
+ * caches and predictor, several times slower); the CPU rounds of `npm run bench` stay the judge
+ * of the targets.
  *
  * Each server runs under callgrind with its JIT's code named (`--perf-basic-prof`) and a fixed
  * hash seed (the seed decides the command table's collisions: see bench/README.md,
  * "Instructions per request"). One long `redis-benchmark` run drives it: counting starts after
  * `--warmup` seconds and stops `--seconds` later, both inside that run, so no connection opens or
- * closes in the window and the JIT is at rest. Requests are the calls of the latin1 string slice
- * that the shared command dispatch (`examples/resp/commands.ts`, `execute`) makes once per command.
+ * closes in the window and the JIT is at rest. Requests are the commands the server ran in the
+ * window, by its own count (`examples/resp/commands.ts`, `commandsExecuted`), read through the
+ * harness at both ends of the window.
  *
  * `--workload close` counts the closing cost instead: `--conns` idle connections opened as the
  * idle rounds of `npm run bench` open them, `--warmup` seconds of rest, then the graceful close of
@@ -18,7 +21,7 @@
  *
  * Run: `npx tsx bench/instructions.ts [--servers raw,service] [--workload requests|close]
  * [--test ping_mbulk] [--pipeline 16] [--warmup 60 (close: 5)] [--seconds 30] [--conns 10000]
- * [--hash-seed 7] [--top 25] [--keep]` (`--keep` leaves the dumps and perf maps). Needs
+ * [--hash-seed 7] [--top 25] [--cache-sim] [--keep]` (`--keep` leaves the dumps and perf maps). Needs
  * `valgrind`, and `redis-benchmark` for requests.
  *
  * @module
@@ -30,7 +33,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { num, parseArgs } from './lib/args.js';
-import { type Count, countDiff, jitNamer, readCallerTree } from './lib/callgrind.js';
+import {
+  type Count,
+  countDiff,
+  jitNamer,
+  readCallerTree,
+  readTotals,
+  type Simulated,
+  simulatedPer,
+} from './lib/callgrind.js';
 import {
   BUILD_DIR,
   buildChildren,
@@ -47,9 +58,6 @@ import { expectFins, type IdleTimeouts, openIdle } from './workloads/scale.js';
 
 /** A server under callgrind runs some 50 times slower: the idle run's waits, stretched. */
 const UNDER_VALGRIND: IdleTimeouts = { open: 600_000, close: 600_000 };
-
-/** The per-command call that counts requests (see the module comment). */
-const REQUEST_MARK = 'StringSlice<(node::encoding)4>';
 
 const SERVERS: Record<string, string> = {
   service: 'bench/servers/resp.ts',
@@ -68,6 +76,7 @@ interface Options {
   hashSeed: number;
   dir: string;
   keep: boolean;
+  cacheSim: boolean;
 }
 
 /** One server under callgrind, counting nothing until `callgrind_control -i on`. */
@@ -82,6 +91,7 @@ function startUnderCallgrind(server: string, opts: Options): Promise<ServerChild
     '--tool=callgrind',
     '--instr-atstart=no',
     '--smc-check=all-non-file',
+    ...(opts.cacheSim ? ['--cache-sim=yes', '--branch-sim=yes'] : []),
     `--callgrind-out-file=${path.join(opts.dir, `callgrind.${server}.%p`)}`,
     ...node,
   ];
@@ -96,42 +106,58 @@ async function counted(sc: ServerChild, window: () => Promise<unknown>): Promise
   execFileSync('callgrind_control', ['-d', String(sc.pid)], { stdio: 'ignore' });
 }
 
-/** Reads the dump of a stopped server: per request, or per `per` when it is a count. */
-function readDump(server: string, pid: number, opts: Options, per: string | number): Count {
+/** Reads the dump of a stopped server: instructions per `per` (requests, or closed connections). */
+function readDump(server: string, pid: number, opts: Options, per: number): Count {
   // The dump is `<out>.1`; the end-of-run file beside it holds only the shutdown.
   const dumps = readdirSync(opts.dir)
     .filter((f) => f.startsWith(`callgrind.${server}.${pid}`))
     .map((f) => path.join(opts.dir, f));
   const file = dumps.sort((a, b) => statSync(b).size - statSync(a).size)[0];
   if (file === undefined) throw new Error(`no callgrind output for ${server}`);
-  const tree = execFileSync('callgrind_annotate', ['--tree=caller', '--threshold=100', file], {
-    encoding: 'utf8',
-    maxBuffer: 256 * 1024 * 1024,
-  });
+  const annotate = (args: string[]): string =>
+    execFileSync('callgrind_annotate', [...args, file], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  // Instructions only in the tree, whatever else the run simulated.
+  const tree = annotate(['--tree=caller', '--show=Ir', '--threshold=100']);
   const perfMap = `/tmp/perf-${pid}.map`;
   const count = readCallerTree(
     tree,
     jitNamer(readFileSync(perfMap, 'utf8'), `file://${ROOT}/${BUILD_DIR}/`),
     per,
   );
+  if (opts.cacheSim) count.simulated = simulatedPer(readTotals(annotate(['--threshold=1'])), count.requests);
   // Kept beside the dumps with --keep, for callgrind_annotate by hand.
   if (opts.keep) renameSync(perfMap, path.join(opts.dir, `perf-${server}-${pid}.map`));
   else rmSync(perfMap, { force: true });
   return count;
 }
 
+/** The commands a RESP bench server has run (its `requests` harness command). */
+async function commandsRun(sc: ServerChild): Promise<number> {
+  const n = Number((await sc.call('requests', UNDER_VALGRIND.close)).requests);
+  if (!Number.isInteger(n)) throw new Error('the server did not answer `requests` with a count');
+  return n;
+}
+
 /** Requests: counted inside one long client run. */
 async function measureRequests(server: string, opts: Options): Promise<Count> {
   const sc = await startUnderCallgrind(server, opts);
   const load = spawnPinned(benchSpec(sc.port, 1_000_000_000, 50, opts.test, opts.pipeline));
+  let requests = 0;
   try {
     await sleep(opts.warmup * 1000);
-    await counted(sc, () => sleep(opts.seconds * 1000));
+    // The server's own count at both ends of the window, from inside it: the two harness calls
+    // are counted too (some 0.01% of the window), and no request runs uncounted.
+    await counted(sc, async () => {
+      const first = await commandsRun(sc);
+      await sleep(opts.seconds * 1000);
+      requests = (await commandsRun(sc)) - first;
+    });
   } finally {
     load.kill('SIGKILL');
     await sc.stop();
   }
-  return readDump(server, sc.pid, opts, REQUEST_MARK);
+  if (requests <= 0) throw new Error(`${server}: no request ran in the counted window`);
+  return readDump(server, sc.pid, opts, requests);
 }
 
 /**
@@ -158,6 +184,10 @@ async function measureClose(server: string, opts: Options): Promise<Count> {
   return readDump(server, sc.pid, opts, n);
 }
 
+function describe(s: Simulated): string {
+  return `L1 data misses ${s.l1Data.toFixed(2)}, L1 instruction misses ${s.l1Instructions.toFixed(2)}, last-level misses ${s.lastLevel.toFixed(3)}, mispredicted branches ${s.mispredicts.toFixed(2)}`;
+}
+
 async function main(): Promise<void> {
   const args = parseArgs();
   const servers = (args.get('servers') ?? 'raw,service').split(',');
@@ -175,6 +205,7 @@ async function main(): Promise<void> {
     hashSeed: num(args, 'hash-seed', 7),
     dir: mkdtempSync(path.join(tmpdir(), 'tcpserver-instructions-')),
     keep: args.has('keep'),
+    cacheSim: args.has('cache-sim'),
   };
   const top = num(args, 'top', 25);
   const unit = workload === 'close' ? 'closed connection' : 'request';
@@ -188,6 +219,7 @@ async function main(): Promise<void> {
       console.log(
         `${s}: ${c.total.toFixed(0)} instructions per ${unit} (${c.requests} counted; TurboFan ${c.compiler.toFixed(0)} per ${unit})`,
       );
+      if (c.simulated !== undefined) console.log(`  simulated, per ${unit}: ${describe(c.simulated)}`);
     }
   } finally {
     if (opts.keep) console.log(`callgrind files and perf maps kept in ${opts.dir}`);
@@ -197,6 +229,12 @@ async function main(): Promise<void> {
   if (counts.length < 2) return;
   const [a, b] = counts as [Count, Count];
   console.log(`\n${servers[1]} / ${servers[0]}: ${(b.total / a.total).toFixed(3)}`);
+  if (a.simulated !== undefined && b.simulated !== undefined) {
+    const ratio = (k: keyof Simulated): string => (b.simulated![k] / a.simulated![k]).toFixed(3);
+    console.log(
+      `  simulated: L1 data misses ${ratio('l1Data')}, L1 instruction misses ${ratio('l1Instructions')}, last-level misses ${ratio('lastLevel')}, mispredicted branches ${ratio('mispredicts')}`,
+    );
+  }
   console.log(`\nper ${unit}: ${servers[1]} - ${servers[0]}, ${servers[0]}, ${servers[1]}, function`);
   for (const { fn, a: x, b: y } of countDiff(a, b).slice(0, top)) {
     console.log(

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { execute, unknownCommandError } from '../examples/resp/commands.js';
+import { commandsExecuted, execute, lookup, unknownCommandError } from '../examples/resp/commands.js';
 import {
   DEFAULT_MAX_ARGS,
   DEFAULT_MAX_BULK_LENGTH,
@@ -464,6 +464,37 @@ describe('RESP commands', () => {
       long,
       `ERR unknown command 'x', with args beginning with: '${'a'.repeat(100)}' '${'b'.repeat(25)}' `,
     );
+  });
+
+  test('commands are found by their bytes in any case; near misses and other lengths are unknown', () => {
+    const names = ['ping', 'echo', 'get', 'set', 'del', 'exists', 'incr', 'mset', 'mget', 'dbsize'];
+    for (const name of [...names, 'flushall', 'quit', 'config', 'command']) {
+      const mixed = [...name].map((c, i) => (i % 2 === 0 ? c.toUpperCase() : c)).join('');
+      for (const spelled of [name, name.toUpperCase(), mixed]) {
+        assert.equal(lookup(b(spelled))?.name, name, spelled);
+      }
+    }
+    // Same length and one byte off (`@` and `i` differ in more than bit 0x20, the case bit), a
+    // prefix, an extension, empty, and longer than every command.
+    for (const miss of [
+      'pinh',
+      'pin\u0007',
+      'p@ng',
+      'pings',
+      'pin',
+      '',
+      'gett',
+      'flushalls',
+      'x'.repeat(40),
+    ]) {
+      assert.equal(lookup(b(miss)), undefined, JSON.stringify(miss));
+    }
+    assert.equal(lookup(Buffer.from([0x50, 0x49, 0x4e, 0xc7])), undefined, 'a byte above 0x7f');
+    const { run } = harness();
+    const before = commandsExecuted();
+    run('PING');
+    run('NOPE');
+    assert.equal(commandsExecuted() - before, 2, 'every command run counts, known or not');
   });
 
   test('SET / GET / DEL / EXISTS / MSET / MGET / DBSIZE / FLUSHALL', () => {

@@ -14,6 +14,7 @@ import { ReplyWriter } from '../../examples/resp/reply.js';
 import { Store } from '../../examples/resp/store.js';
 import { FrameTooLargeError, InvalidFrameError } from '../../src/errors.js';
 import { runBaseline } from '../lib/baseline.js';
+import { RESP_COMMANDS } from '../lib/resp-count.js';
 
 const store = new Store();
 // One writer for every socket, as the service mode's example has: each chunk's replies are taken
@@ -54,9 +55,13 @@ function onDrain(this: net.Socket): void {
 // The same expired-key sweeper as the example.
 const stopSweeper = store.startSweeper(100);
 
-await runBaseline((socket) => {
-  const s = socket as RespSocket;
-  s.decoder = new RespDecoder();
-  s.on('data', onData);
-  s.on('drain', onDrain);
-}, stopSweeper);
+await runBaseline(
+  (socket) => {
+    const s = socket as RespSocket;
+    s.decoder = new RespDecoder();
+    s.on('data', onData);
+    s.on('drain', onDrain);
+  },
+  stopSweeper,
+  RESP_COMMANDS,
+);

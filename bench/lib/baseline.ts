@@ -19,11 +19,13 @@ function ignore(): void {}
 
 /**
  * Runs a baseline server child: `attach` adds the workload's listeners to each accepted socket;
- * `beforeClose` runs first when the harness asks for a graceful close.
+ * `beforeClose` runs first when the harness asks for a graceful close; `commands` are the
+ * harness commands this server answers beside the common ones.
  */
 export async function runBaseline(
   attach: (socket: net.Socket) => void,
   beforeClose?: () => void,
+  commands?: BenchServer['commands'],
 ): Promise<void> {
   await runServerChild(async (): Promise<BenchServer> => {
     const server = net.createServer({ noDelay: true }, (socket) => {
@@ -36,6 +38,7 @@ export async function runBaseline(
     return {
       port: (server.address() as net.AddressInfo).port,
       open: () => sockets.size,
+      ...(commands === undefined ? {} : { commands }),
       close: () =>
         new Promise((resolve) => {
           beforeClose?.();

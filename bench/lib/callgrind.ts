@@ -1,7 +1,7 @@
 /**
  * Reading valgrind's callgrind output for `bench/instructions.ts`: instructions by function, with
- * V8's JIT code named by a `--perf-basic-prof` map, and a request count taken from the calls of
- * one function that runs once per request.
+ * V8's JIT code named by a `--perf-basic-prof` map, and the totals of every event counted (the
+ * simulated cache misses and mispredicted branches, with `--cache-sim`).
  *
  * @module
  */
@@ -15,6 +15,69 @@ export interface Count {
   total: number;
   compiler: number;
   requests: number;
+  /** With `--cache-sim`: the simulated cache misses and branch mispredictions, per request. */
+  simulated?: Simulated;
+}
+
+/**
+ * What callgrind's cache and branch simulation (`--cache-sim=yes --branch-sim=yes`) counted, per
+ * request: misses of the first-level data and instruction caches, misses of the last level
+ * (data and instructions), and mispredicted branches (conditional and indirect). A model of this
+ * machine's caches, not its counters (a VM here has none): it shows whether a CPU ratio above the
+ * instruction ratio comes from the memory system or the branch predictor, not how many cycles.
+ */
+export interface Simulated {
+  l1Data: number;
+  l1Instructions: number;
+  lastLevel: number;
+  mispredicts: number;
+}
+
+/**
+ * The event totals of a `callgrind_annotate` report: its event names (the header line above the
+ * totals) with the numbers of its `PROGRAM TOTALS` line. Throws if the report has no totals.
+ */
+export function readTotals(report: string): Map<string, number> {
+  const lines = report.split('\n');
+  const at = lines.findIndex((l) => l.trimEnd().endsWith('PROGRAM TOTALS'));
+  if (at < 0) throw new Error('no PROGRAM TOTALS line in the callgrind_annotate report');
+  const header = lines
+    .slice(0, at)
+    .reverse()
+    .find((l) => /^Ir\b/.test(l));
+  if (header === undefined) throw new Error('no event header above the PROGRAM TOTALS line');
+  const events = header.trim().split(/\s+/);
+  const values = [...lines[at]!.matchAll(/([\d,]+) \(\s*[\d.]+%\)/g)].map((m) =>
+    Number(m[1]!.replace(/,/g, '')),
+  );
+  if (values.length !== events.length)
+    throw new Error(`${events.length} events (${events.join(' ')}) but ${values.length} totals`);
+  return new Map(events.map((e, i) => [e, values[i]!]));
+}
+
+/** The simulated misses per request (`per` of them), or undefined if the run simulated nothing. */
+export function simulatedPer(totals: Map<string, number>, per: number): Simulated | undefined {
+  const sum = (...events: string[]): number | undefined => {
+    let n = 0;
+    for (const e of events) {
+      const v = totals.get(e);
+      if (v === undefined) return undefined;
+      n += v;
+    }
+    return n / per;
+  };
+  const l1Data = sum('D1mr', 'D1mw');
+  const l1Instructions = sum('I1mr');
+  const lastLevel = sum('ILmr', 'DLmr', 'DLmw');
+  const mispredicts = sum('Bcm', 'Bim');
+  if (
+    l1Data === undefined ||
+    l1Instructions === undefined ||
+    lastLevel === undefined ||
+    mispredicts === undefined
+  )
+    return undefined;
+  return { l1Data, l1Instructions, lastLevel, mispredicts };
 }
 
 /**
@@ -50,32 +113,19 @@ export function jitNamer(perfMap: string, strip = ''): (fn: string) => string {
 
 /**
  * Reads `callgrind_annotate --tree=caller` output: each function's own instructions (its `*`
- * line), named by `name`, divided by the requests. `per` is their number, or the name (a part
- * of it) of a function called once per request: the requests are then its calls from all
- * callers, and it throws if that function was never called.
+ * line), named by `name`, divided by `requests` (requests, or closed connections).
  */
-export function readCallerTree(tree: string, name: (fn: string) => string, per: string | number): Count {
+export function readCallerTree(tree: string, name: (fn: string) => string, requests: number): Count {
   const raw = new Map<string, number>();
-  let requests = 0;
-  let callers = 0;
   for (const line of tree.split('\n')) {
-    // `  Ir (pct)  < caller (Nx) [obj]` lines precede their callee's `  Ir (pct)  *  callee [obj]`.
-    const m = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+([<*>])\s+(.*?)(?: \((\d[\d,]*)x\))? \[[^\]]*\]\s*$/.exec(line);
-    if (m === null) {
-      callers = 0;
-      continue;
-    }
-    const [, ir, kind, fn, calls] = m;
-    if (kind === '<') callers += Number((calls ?? '0').replace(/,/g, ''));
-    else if (kind === '*') {
-      const key = name(fn!);
-      raw.set(key, (raw.get(key) ?? 0) + Number(ir!.replace(/,/g, '')));
-      if (typeof per === 'string' && fn!.includes(per)) requests += callers;
-      callers = 0;
-    }
+    // `  Ir (pct)  < caller (Nx) [obj]` lines precede their callee's `  Ir (pct)  *  callee [obj]`;
+    // the object is left out for some (libc's functions named by their source file).
+    const m = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+\*\s+(.*?)(?: \[[^\]]*\])?\s*$/.exec(line);
+    if (m === null) continue;
+    const [, ir, fn] = m;
+    const key = name(fn!);
+    raw.set(key, (raw.get(key) ?? 0) + Number(ir!.replace(/,/g, '')));
   }
-  if (typeof per === 'number') requests = per;
-  else if (requests === 0) throw new Error(`no calls of ${per} counted: was the window empty?`);
   const byFunction = new Map<string, number>();
   let total = 0;
   let compiler = 0;

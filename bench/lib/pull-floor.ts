@@ -10,6 +10,7 @@
 
 import type net from 'node:net';
 import { runBaseline } from './baseline.js';
+import type { BenchServer } from './server-child.js';
 
 /** The socket doubles as the connection's state: no object or closure per connection but the read's. */
 interface FloorSocket extends net.Socket {
@@ -71,15 +72,21 @@ function destroySocket(this: net.Socket): void {
 
 /**
  * Runs a floor server child: `handler` runs once per connection; the socket ends when it returns
- * and is destroyed when it throws. `beforeClose` runs first on a graceful close.
+ * and is destroyed when it throws. `beforeClose` runs first on a graceful close; `commands` as
+ * `runBaseline`'s.
  */
 export async function runPullFloor(
   handler: (socket: net.Socket) => Promise<void>,
   beforeClose?: () => void,
+  commands?: BenchServer['commands'],
 ): Promise<void> {
-  await runBaseline((socket) => {
-    socket.on('data', onData);
-    socket.on('end', onEnd);
-    handler(socket).then(endSocket.bind(socket), destroySocket.bind(socket));
-  }, beforeClose);
+  await runBaseline(
+    (socket) => {
+      socket.on('data', onData);
+      socket.on('end', onEnd);
+      handler(socket).then(endSocket.bind(socket), destroySocket.bind(socket));
+    },
+    beforeClose,
+    commands,
+  );
 }

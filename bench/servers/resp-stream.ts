@@ -13,6 +13,7 @@ import { ReplyWriter } from '../../examples/resp/reply.js';
 import { Store } from '../../examples/resp/store.js';
 import { protocolErrorReply } from '../../examples/resp.js';
 import * as tcpserver from '../../src/index.js';
+import { RESP_COMMANDS } from '../lib/resp-count.js';
 import { type BenchServer, benchFrameworkServer, HOST, runServerChild } from '../lib/server-child.js';
 
 /** One connection: read, run every command received, answer them in one write, repeat. */
@@ -58,5 +59,5 @@ await runServerChild(async (): Promise<BenchServer> => {
     handler: (_ctx, conn) => serveConnection(conn, new RespDecoder({}), store),
   });
   srv.once('close', stop);
-  return benchFrameworkServer(srv);
+  return benchFrameworkServer(srv, RESP_COMMANDS);
 });

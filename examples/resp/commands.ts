@@ -32,7 +32,10 @@ function arityError(name: string): string {
   return `ERR wrong number of arguments for '${name}' command`;
 }
 
-/** Case-insensitive ASCII comparison of an argument with a lower-case word. */
+/**
+ * Case-insensitive ASCII comparison of an argument with a lower-case word of letters: setting bit
+ * 0x20 maps only a letter's two cases onto the lower one.
+ */
 function is(arg: Buffer, word: string): boolean {
   if (arg.length !== word.length) return false;
   for (let i = 0; i < word.length; i++) {
@@ -266,13 +269,24 @@ const SPECS: CommandSpec[] = [
   { name: 'command', arity: -1, run: command },
 ];
 
-/** Every command, by lower- and upper-case name (clients send either; this avoids a toLowerCase). */
-export const COMMANDS: ReadonlyMap<string, CommandSpec> = new Map(
-  SPECS.flatMap((spec) => [
-    [spec.name, spec],
-    [spec.name.toUpperCase(), spec],
-  ]),
-);
+/** Every command, by the length of its name (a sparse array: no command has most lengths). */
+const BY_LENGTH: CommandSpec[][] = [];
+for (const spec of SPECS) (BY_LENGTH[spec.name.length] ??= []).push(spec);
+
+/**
+ * The command `name` names, in any case, or undefined. Compared on the bytes: no string is made
+ * and no hash computed per request (a string per command, then a `Map` lookup, cost a RESP
+ * request some 500 instructions; see bench/README.md, "The command lookup").
+ */
+export function lookup(name: Buffer): CommandSpec | undefined {
+  const specs = BY_LENGTH[name.length];
+  if (specs === undefined) return undefined;
+  for (let i = 0; i < specs.length; i++) {
+    const spec = specs[i]!;
+    if (is(name, spec.name)) return spec;
+  }
+  return undefined;
+}
 
 /** Redis's reply to an unknown command: its name and the start of its arguments, 128 bytes at most. */
 export function unknownCommandError(args: Buffer[]): string {
@@ -283,6 +297,16 @@ export function unknownCommandError(args: Buffer[]): string {
   return `ERR unknown command '${trim(args[0]!)}', with args beginning with: ${list}`;
 }
 
+let executed = 0;
+
+/**
+ * Commands run since the process started, known or not (Redis's `total_commands_processed`):
+ * what the bench divides a counted window's instructions by (bench/instructions.ts).
+ */
+export function commandsExecuted(): number {
+  return executed;
+}
+
 /**
  * Runs a decoded command, writing exactly one reply to out. Returns true when the connection
  * should be closed after the reply is sent (QUIT).
@@ -290,8 +314,8 @@ export function unknownCommandError(args: Buffer[]): string {
 export function execute(args: Buffer[], out: ReplyWriter, store: Store): boolean {
   const name = args[0];
   if (name === undefined) return false;
-  const raw = name.toString('latin1');
-  const spec = COMMANDS.get(raw) ?? COMMANDS.get(raw.toLowerCase());
+  executed++;
+  const spec = lookup(name);
   if (spec === undefined) {
     out.error(unknownCommandError(args));
     return false;
