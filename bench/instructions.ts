@@ -184,8 +184,17 @@ async function measureClose(server: string, opts: Options): Promise<Count> {
   return readDump(server, sc.pid, opts, n);
 }
 
-function describe(s: Simulated): string {
-  return `L1 data misses ${s.l1Data.toFixed(2)}, L1 instruction misses ${s.l1Instructions.toFixed(2)}, last-level misses ${s.lastLevel.toFixed(3)}, mispredicted branches ${s.mispredicts.toFixed(2)}`;
+/** The simulated figures, as printed. */
+const SIMULATED: ReadonlyArray<[keyof Simulated, string]> = [
+  ['l1Data', 'L1 data misses'],
+  ['l1Instructions', 'L1 instruction misses'],
+  ['lastLevel', 'last-level misses'],
+  ['mispredicts', 'mispredicted branches'],
+];
+
+/** Every simulated figure by its label, with `value` formatting each. */
+function describe(value: (k: keyof Simulated) => string): string {
+  return SIMULATED.map(([k, label]) => `${label} ${value(k)}`).join(', ');
 }
 
 async function main(): Promise<void> {
@@ -219,7 +228,8 @@ async function main(): Promise<void> {
       console.log(
         `${s}: ${c.total.toFixed(0)} instructions per ${unit} (${c.requests} counted; TurboFan ${c.compiler.toFixed(0)} per ${unit})`,
       );
-      if (c.simulated !== undefined) console.log(`  simulated, per ${unit}: ${describe(c.simulated)}`);
+      const sim = c.simulated;
+      if (sim !== undefined) console.log(`  simulated, per ${unit}: ${describe((k) => sim[k].toFixed(2))}`);
     }
   } finally {
     if (opts.keep) console.log(`callgrind files and perf maps kept in ${opts.dir}`);
@@ -229,12 +239,9 @@ async function main(): Promise<void> {
   if (counts.length < 2) return;
   const [a, b] = counts as [Count, Count];
   console.log(`\n${servers[1]} / ${servers[0]}: ${(b.total / a.total).toFixed(3)}`);
-  if (a.simulated !== undefined && b.simulated !== undefined) {
-    const ratio = (k: keyof Simulated): string => (b.simulated![k] / a.simulated![k]).toFixed(3);
-    console.log(
-      `  simulated: L1 data misses ${ratio('l1Data')}, L1 instruction misses ${ratio('l1Instructions')}, last-level misses ${ratio('lastLevel')}, mispredicted branches ${ratio('mispredicts')}`,
-    );
-  }
+  const [simA, simB] = [a.simulated, b.simulated];
+  if (simA !== undefined && simB !== undefined)
+    console.log(`  simulated: ${describe((k) => (simB[k] / simA[k]).toFixed(3))}`);
   console.log(`\nper ${unit}: ${servers[1]} - ${servers[0]}, ${servers[0]}, ${servers[1]}, function`);
   for (const { fn, a: x, b: y } of countDiff(a, b).slice(0, top)) {
     console.log(
