@@ -308,25 +308,30 @@ const FAILED = Symbol('failed');
 
 /**
  * The replies of the decode pass running now, written together at its end. Passes never nest
- * (one runs inside a socket event or a reply's settlement), so one array serves every connection.
+ * (one runs inside a socket event or a reply's settlement), so one batch serves every connection.
+ * Its state is the fields of one constant object, not module `let`s: V8 reads a module `let`
+ * through a hole check (its temporal dead zone) and with no known type at every use, and a
+ * constant's fields as plain typed loads (see docs/architecture.md, "Service mode").
  */
-const batch: Array<string | Uint8Array | undefined> = [];
-/** Entries in `batch`: it is never shrunk (setting an array's length is a runtime call), only cleared. */
-let batchCount = 0;
-let batchBytes = 0;
-
-/**
- * The batch's last entry while it is a run of adjacent views of one buffer (replies a shared
- * writer bump-allocated one after the other): kept as its first view and its length, made into
- * one view when the run ends, so a pipelined batch goes out as one buffer without a view per
- * merge. A run of one view (a pass that took the output once) goes out as that view: no offset
- * or length of it is read, since a typed array's accessors are not free on the hot path (see
- * docs/architecture.md, "Service mode").
- */
-let runFirst: Uint8Array | undefined;
-/** Bytes in the run, once it holds more than its first view (`runMerged`). */
-let runBytes = 0;
-let runMerged = false;
+const batch = {
+  /** The replies; never shrunk (setting an array's length is a runtime call), only cleared. */
+  entries: [] as Array<string | Uint8Array | undefined>,
+  /** Entries in use. */
+  count: 0,
+  /** Bytes of the replies, entries and run together. */
+  bytes: 0,
+  /**
+   * The batch's last entry while it is a run of adjacent views of one buffer (replies a shared
+   * writer bump-allocated one after the other): kept as its first view and its length, made into
+   * one view when the run ends, so a pipelined batch goes out as one buffer without a view per
+   * merge. A run of one view (a pass that took the output once) goes out as that view: no
+   * offset or length of it is read, since a typed array's accessors are not free on the hot path.
+   */
+  runFirst: undefined as Uint8Array | undefined,
+  /** Bytes in the run, once it holds more than its first view (`runMerged`). */
+  runBytes: 0,
+  runMerged: false,
+};
 
 /**
  * Adds one reply to the batch; `bytes` is its length when the caller knows it (the output's,
@@ -334,38 +339,41 @@ let runMerged = false;
  */
 function batchAdd(reply: string | Uint8Array, bytes?: number): void {
   if (typeof reply === 'string') {
-    batchBytes += reply.length;
+    batch.bytes += reply.length;
     endRun();
-    batch[batchCount++] = reply;
+    batch.entries[batch.count++] = reply;
     return;
   }
-  const first = runFirst;
+  const first = batch.runFirst;
   if (first !== undefined) {
     const length = reply.byteLength;
-    batchBytes += length;
-    const run = runMerged ? runBytes : first.byteLength;
+    batch.bytes += length;
+    const run = batch.runMerged ? batch.runBytes : first.byteLength;
     // The offset first: it rules out most non-adjacent views without reading the buffers.
     if (reply.byteOffset === first.byteOffset + run && reply.buffer === first.buffer) {
-      runBytes = run + length;
-      runMerged = true;
+      batch.runBytes = run + length;
+      batch.runMerged = true;
       return;
     }
     endRun();
-  } else batchBytes += bytes ?? reply.byteLength;
-  runFirst = reply;
+  } else batch.bytes += bytes ?? reply.byteLength;
+  batch.runFirst = reply;
 }
 
-/** Puts the run of adjacent views into the batch as one view. */
+/** Ends the run of adjacent views: its one view (`undefined` if there is no run). */
+function takeRun(): Uint8Array | undefined {
+  const first = batch.runFirst;
+  if (first === undefined) return undefined;
+  batch.runFirst = undefined;
+  if (!batch.runMerged) return first;
+  batch.runMerged = false;
+  return new Uint8Array(first.buffer, first.byteOffset, batch.runBytes);
+}
+
+/** Puts the run of adjacent views into the batch as one entry. */
 function endRun(): void {
-  const first = runFirst;
-  if (first === undefined) return;
-  runFirst = undefined;
-  if (!runMerged) {
-    batch[batchCount++] = first;
-    return;
-  }
-  runMerged = false;
-  batch[batchCount++] = new Uint8Array(first.buffer, first.byteOffset, runBytes);
+  const view = takeRun();
+  if (view !== undefined) batch.entries[batch.count++] = view;
 }
 
 type Listener = (this: ConnSocket) => void;
@@ -667,10 +675,7 @@ export class Conn implements AsyncIterable<Buffer> {
     const waiting = new Promise<void>(capture);
     const waiter: Waiter = { resolve: capturedResolve, reject: capturedReject, deadline: undefined };
     if (this.#writers === NO_WAITERS) {
-      if ((this.#flags & DRAIN_HOOKED) === 0) {
-        this.#flags |= DRAIN_HOOKED;
-        this.#socket.on('drain', onDrain);
-      }
+      this.#hookDrain();
       this.#writers = [];
     }
     this.#writers.push(waiter);
@@ -678,6 +683,13 @@ export class Conn implements AsyncIterable<Buffer> {
       waiter.deadline = this.#arm(opts, 'write', (error) => this.#failWrite(waiter, error));
     waiting.catch(noop); // see handledRejection
     return waiting;
+  }
+
+  /** Listens for `'drain'` (once per connection: the listener stays). */
+  #hookDrain(): void {
+    if ((this.#flags & DRAIN_HOOKED) !== 0) return;
+    this.#flags |= DRAIN_HOOKED;
+    this.#socket.on('drain', onDrain);
   }
 
   /**
@@ -1317,7 +1329,7 @@ export class Conn implements AsyncIterable<Buffer> {
     const spec = svc.spec;
     const output = spec.output;
     const socket = this.#socket;
-    const ctx = this[kCtx];
+    const ctx = this.#ctx ?? this[kCtx]; // the getter once per connection, not per pass
     try {
       if (chunk !== undefined) decoder.push(chunk);
       if (svc.order.length > 0) this.#takeSettled(svc);
@@ -1328,15 +1340,19 @@ export class Conn implements AsyncIterable<Buffer> {
       const max = spec.maxInFlight;
       if (svc.inFlight >= max) return 0;
       let queued = svc.order.length > 0;
-      while ((this.#flags & (SVC_END | HANDLER_DONE)) === 0 && !socket.destroyed) {
+      while ((this.#flags & (SVC_END | HANDLER_DONE)) === 0) {
         // Write what is batched; go on if the socket takes it.
-        if (batchBytes + (output === undefined ? 0 : output.length) >= room) return PASS_FULL;
+        if (batch.bytes + (output === undefined ? 0 : output.length) >= room) return PASS_FULL;
         let frame = decoder.next();
         if (frame === undefined) {
           if ((this.#flags & EOF) === 0) return decoder.buffered > 0 ? PASS_WAITS | PASS_PARTIAL : PASS_WAITS;
           frame = this.#lastFrame(decoder);
           if (frame === undefined) break;
         }
+        // A socket that can no longer be written (destroyed or ended meanwhile, by `call` through
+        // `conn.socket`) gets no more calls: their replies would go nowhere. Checked per frame
+        // found, not per turn, so an unpipelined pass reads it once.
+        if (!socket.writable) break;
         let result: Reply | PromiseLike<Reply> | typeof FAILED;
         try {
           result = spec.call(frame, ctx, this);
@@ -1445,30 +1461,41 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   /**
-   * Writes the pass's replies: one write, or one writev (corked) for several (adjacent views of
-   * one buffer are one entry already, see `batchAdd`).
+   * Writes the pass's replies. Adjacent views of one buffer are one view already (see
+   * `batchAdd`): a batch of only those, pipelined or not, is one write of one view and never
+   * becomes an entry. `socket.writable` is one check for destroyed, ended and failed.
    */
   #flushBatch(): void {
-    endRun();
-    const count = batchCount;
-    if (count === 0) return;
+    if (batch.count !== 0) {
+      this.#flushEntries();
+      return;
+    }
+    const view = takeRun();
+    if (view === undefined) return;
+    batch.bytes = 0;
     const socket = this.#socket;
+    if (socket.writable && !socket.write(view)) this.#hookDrain();
+  }
+
+  /** A batch of several entries (strings, views of different buffers): one writev, corked. */
+  #flushEntries(): void {
+    endRun();
+    const socket = this.#socket;
+    const entries = batch.entries;
+    const count = batch.count;
     let flushed = true;
-    if (!socket.destroyed && !socket.writableEnded) {
-      if (count === 1) flushed = socket.write(batch[0]!);
+    if (socket.writable) {
+      if (count === 1) flushed = socket.write(entries[0]!);
       else {
         socket.cork();
-        for (let i = 0; i < count; i++) flushed = socket.write(batch[i]!);
+        for (let i = 0; i < count; i++) flushed = socket.write(entries[i]!);
         socket.uncork();
       }
     }
-    for (let i = 0; i < count; i++) batch[i] = undefined; // the replies are the socket's now
-    batchCount = 0;
-    batchBytes = 0;
-    if (!flushed && (this.#flags & DRAIN_HOOKED) === 0) {
-      this.#flags |= DRAIN_HOOKED;
-      socket.on('drain', onDrain);
-    }
+    for (let i = 0; i < count; i++) entries[i] = undefined; // the replies are the socket's now
+    batch.count = 0;
+    batch.bytes = 0;
+    if (!flushed) this.#hookDrain();
   }
 
   /**

@@ -483,6 +483,37 @@ test('end() from call (QUIT): this reply and those before it go out, later frame
   await stopAndCheck(srv);
 });
 
+for (const how of ['conn.destroy()', 'conn.socket.destroy()', 'conn.socket.end()'] as const) {
+  test(`a call that runs ${how} mid-chunk: no later frame of the chunk is called, no reply is written after it`, async () => {
+    const called: string[] = [];
+    const { srv, port } = await startServer({
+      service: lines((line, _ctx, conn) => {
+        called.push(line);
+        if (line !== 'stop') return `${line}\n`;
+        if (how === 'conn.destroy()') conn.destroy();
+        else if (how === 'conn.socket.destroy()') conn.socket.destroy();
+        else conn.socket.end();
+        return 'late\n';
+      }),
+    });
+    const client = await connect(port);
+    const got = receiver(client);
+    client.on('error', () => {}); // a destroy may reset the connection
+    const closed = once(client, 'close');
+    client.write('a\nstop\nb\nc\n');
+    if (how === 'conn.socket.end()') await once(client, 'end');
+    client.end();
+    await closed;
+    // After `stop` the socket takes no writes: `b` and `c` (same chunk) never reach call, and
+    // `late` never reaches the peer.
+    assert.deepEqual(called, ['a', 'stop']);
+    assert.ok(!got.text().includes('late'), got.text());
+    assert.ok(!got.text().includes('b'), got.text());
+    await waitForStats(srv, (s) => s.open === 0);
+    await stopAndCheck(srv);
+  });
+}
+
 test('idleTimeout and frameTimeout apply: idle ends gracefully, half a frame is cut off, a dripped frame too', async () => {
   const { srv, port } = await startServer({
     idleTimeout: 200,
