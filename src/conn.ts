@@ -109,13 +109,16 @@ type ReadResult = Buffer | null | IteratorResult<Buffer, undefined>;
 
 /**
  * `new Promise(capture)` hands over the resolving functions without allocating an executor
- * closure per call; they are picked up right after the constructor returns.
+ * closure per call; they are picked up from `captured` right after the constructor returns (the
+ * fields of a constant, not module `let`s: see `batch` and docs/architecture.md, "Service mode").
  */
-let capturedResolve: (value: unknown) => void = noopValue;
-let capturedReject: (error: Error) => void = noopValue;
+const captured = {
+  resolve: noopValue as (value: unknown) => void,
+  reject: noopValue as (error: Error) => void,
+};
 function capture(resolve: (value: never) => void, reject: (error: Error) => void): void {
-  capturedResolve = resolve as (value: unknown) => void;
-  capturedReject = reject;
+  captured.resolve = resolve as (value: unknown) => void;
+  captured.reject = reject;
 }
 
 const badTimeout = (timeout: unknown): InvalidOptionError =>
@@ -673,7 +676,7 @@ export class Conn implements AsyncIterable<Buffer> {
     // Waiting for drain is work in progress: a pending read alongside is no longer idle.
     if (this.#state === 'idle') this.#setState('active');
     const waiting = new Promise<void>(capture);
-    const waiter: Waiter = { resolve: capturedResolve, reject: capturedReject, deadline: undefined };
+    const waiter: Waiter = { resolve: captured.resolve, reject: captured.reject, deadline: undefined };
     if (this.#writers === NO_WAITERS) {
       this.#hookDrain();
       this.#writers = [];
@@ -708,7 +711,7 @@ export class Conn implements AsyncIterable<Buffer> {
     // end(): the framework's own ends (a handler returned, a read limit) wait for no promise.
     const fields = this.#coldFields();
     fields.finished = new Promise<void>(capture);
-    fields.resolveFinished = capturedResolve;
+    fields.resolveFinished = captured.resolve;
     return fields.finished;
   }
 
@@ -906,9 +909,9 @@ export class Conn implements AsyncIterable<Buffer> {
    */
   #wait(opts: IoOptions | undefined, kind: number): Promise<ReadResult> {
     const promise = new Promise<ReadResult>(capture);
-    const resolve = capturedResolve;
+    const resolve = captured.resolve;
     this.#readResolve = resolve;
-    this.#readReject = capturedReject;
+    this.#readReject = captured.reject;
     this.#flags = (this.#flags & ~(READ_ITER | READ_FRAME)) | kind;
     // Half a frame is already here: it is timed from now (a whole one never reaches this point).
     if (kind === READ_FRAME && (this.#flags & FRAME_TIMED) === 0 && this.#decoder!.buffered > 0)
