@@ -610,7 +610,7 @@ export class Conn implements AsyncIterable<Buffer> {
   readFrame<T>(decoder: Decoder<T>, opts?: IoOptions): Promise<T | null> {
     // Small on purpose, as `write()` is: TurboFan inlines it into the caller's read loop within a
     // budget that the caller's own calls need too (docs/architecture.md, "Stream mode").
-    const refused = this.#refuseRead(opts);
+    const refused = this.#readRefusal(opts);
     if (refused !== undefined) return Promise.reject(refused);
     this.#decoder = decoder;
     let frame: T | null | undefined;
@@ -638,6 +638,12 @@ export class Conn implements AsyncIterable<Buffer> {
       if (this.#queue.length === 0) break;
       decoder.push(this.#take());
     }
+    if ((this.#flags & (EOF | HANDLER_DONE | CLOSED)) === 0 && this.#cold === undefined) return undefined;
+    return this.#frameAtEnd(decoder);
+  }
+
+  /** `#frameNow` with no frame and no input: the last frame or `null` at end of stream, the close error, or `undefined` (wait). */
+  #frameAtEnd<T>(decoder: Decoder<T>): T | null | undefined {
     // End of stream first: a clean close after the peer's FIN is not an error.
     if ((this.#flags & (EOF | HANDLER_DONE)) !== 0) return decoder.end() ?? null;
     if ((this.#flags & CLOSED) !== 0 || this.#cold?.closeError !== undefined) throw this.#failure();
@@ -889,7 +895,7 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
-    const refused = this.#refuseRead(opts);
+    const refused = this.#readRefusal(opts);
     if (refused !== undefined) return Promise.reject(refused);
     if (this.#queue.length > 0) {
       const chunk = this.#take();
@@ -917,7 +923,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (kind === READ_FRAME && (this.#flags & FRAME_TIMED) === 0 && this.#decoder!.buffered > 0)
       this.#startFrameClock();
     if (opts !== undefined) this.#armRead(opts, resolve);
-    this.#maybeIdle();
+    this.#readIdle(); // reads are refused in service mode
     return promise;
   }
 
@@ -931,6 +937,17 @@ export class Conn implements AsyncIterable<Buffer> {
       if (this.#state === 'idle') this.#setState('active');
       reject(error);
     });
+  }
+
+  /**
+   * Why a read cannot start (`undefined`: it can). The common case, no `opts` and nothing in the
+   * way, is answered here, so that a read loop inlines only this and not `#refuseRead`
+   * (docs/architecture.md, "Stream mode").
+   */
+  #readRefusal(opts: IoOptions | undefined): Error | undefined {
+    if (opts === undefined && this.#readResolve === undefined && (this.#flags & SERVICE) === 0)
+      return undefined;
+    return this.#refuseRead(opts);
   }
 
   /** Why a read cannot start: one is pending, the server reads this connection, or bad `opts`. */
@@ -994,13 +1011,23 @@ export class Conn implements AsyncIterable<Buffer> {
 
   /** Re-evaluates idleness after something that kept the connection busy went away. */
   #maybeIdle(): void {
-    if ((this.#flags & SERVICE) !== 0) {
-      this.#serviceCheck();
-      return;
-    }
+    if ((this.#flags & SERVICE) !== 0) this.#serviceCheck();
+    else this.#readIdle();
+  }
+
+  /**
+   * The stream mode's idleness: a read waits and nothing else is in progress. What a
+   * connection asked to end then does is `#endIdle`'s, kept apart so that a read loop, which
+   * inlines this through `#wait`, inlines only the common case.
+   */
+  #readIdle(): void {
     if (this.#readResolve === undefined || !this.#canIdle()) return;
     if (this.#state === 'active') this.#setState('idle');
-    if ((this.#flags & (ENDING | END_NOW)) !== (ENDING | END_NOW)) return;
+    if ((this.#flags & (ENDING | END_NOW)) === (ENDING | END_NOW)) this.#endIdle();
+  }
+
+  /** An idle connection asked to end (`#readIdle`): its pending read ends, once input in flight is read. */
+  #endIdle(): void {
     // Input the peer already sent may still be on its way up to us: wait for it, never drop it.
     // (Input sent after that is the peer racing the shutdown, as with any server.)
     if ((this.#flags & IN_FLIGHT) !== 0 || this.#socket.readableLength > 0) this.#endWhenQuiet();
