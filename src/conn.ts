@@ -1507,7 +1507,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (socket.writable && !socket.write(view)) this.#hookDrain();
   }
 
-  /** A batch of several entries (strings, views of different buffers): one writev, corked. */
+  /** A batch with entries (a string, views of different buffers): one write, or one writev corked. */
   #flushEntries(): void {
     endRun();
     const socket = this.#socket;
