@@ -4,7 +4,8 @@
  * difference per connection grouped by constructor (self sizes), biggest first. Use it to see
  * what an idle connection costs and where.
  *
- * Run: `npx tsx bench/heap.ts [--conns 2000] [--top 25]`
+ * Run: `npx tsx bench/heap.ts [--conns 2000] [--top 25] [--kind echo|resp]`; `--kind resp` compares
+ * the RESP servers (the framework's is the service mode's, bench/servers/resp.ts).
  *
  * @module
  */
@@ -49,10 +50,10 @@ function histogram(file: string): Map<string, { size: number; count: number }> {
   return out;
 }
 
-async function measure(side: 'framework' | 'baseline' | 'floor', conns: number) {
+async function measure(side: 'framework' | 'baseline' | 'floor', kind: 'echo' | 'resp', conns: number) {
   const cfg = fullConfig();
   const sc = await ServerChild.start(
-    serverSpec(cfg, serverScript(cfg, side, 'echo'), `heap-${side}`, { raiseNofile: true }),
+    serverSpec(cfg, serverScript(cfg, side, kind), `heap-${side}`, { raiseNofile: true }),
   );
   let client: LineChild | undefined;
   try {
@@ -79,17 +80,20 @@ installExitHooks();
 const args = parseArgs();
 const conns = num(args, 'conns', 2000);
 const top = num(args, 'top', 25);
+const kind = args.get('kind') ?? 'echo';
+if (kind !== 'echo' && kind !== 'resp')
+  throw new Error(`--kind must be echo or resp, not ${JSON.stringify(kind)}`);
 buildChildren();
-const fw = await measure('framework', conns);
-const base = await measure('baseline', conns);
-const floor = await measure('floor', conns);
+const fw = await measure('framework', kind, conns);
+const base = await measure('baseline', kind, conns);
+const floor = await measure('floor', kind, conns);
 const none = { size: 0, count: 0 };
 const keys = new Set([...fw.keys(), ...base.keys(), ...floor.keys()]);
 const rows = [...keys]
   .map((k) => ({ k, f: fw.get(k) ?? none, b: base.get(k) ?? none, p: floor.get(k) ?? none }))
   .sort((x, y) => y.f.size - y.b.size - (x.f.size - x.b.size));
 const sum = (m: Map<string, { size: number }>) => [...m.values()].reduce((a, v) => a + v.size, 0);
-console.log(`heap per idle connection (${conns} connections, self sizes, bytes)`);
+console.log(`heap per idle connection (${kind}, ${conns} connections, self sizes, bytes)`);
 console.log(
   `framework ${sum(fw).toFixed(0)} B, baseline ${sum(base).toFixed(0)} B, pull floor ${sum(floor).toFixed(0)} B\n`,
 );
