@@ -6,9 +6,10 @@
  * @module
  */
 
-import http from 'node:http';
+import type { Server as HttpServer, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseAddress } from './address.js';
+import { httpModule } from './builtins.js';
 import { InvalidOptionError, ListenError } from './errors.js';
 import { checkKeys, type KnownKeys } from './option-keys.js';
 
@@ -45,7 +46,7 @@ export interface HealthServer {
   /** The bound address, or `undefined` before `listen()`. */
   address(): HealthAddress | undefined;
   /** The underlying `node:http` server, as an escape hatch. */
-  readonly server: http.Server;
+  readonly server: HttpServer;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -85,7 +86,7 @@ export function healthServer(
     }
   }
 
-  const server = http.createServer((req, res) => {
+  const server = httpModule().createServer((req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     let ok: boolean;
     if (path === livePath) ok = list.every((s) => !s.isStopped);
@@ -133,7 +134,7 @@ export function healthServer(
   };
 }
 
-function reply(res: http.ServerResponse, method: string | undefined, status: number, body: string): void {
+function reply(res: ServerResponse, method: string | undefined, status: number, body: string): void {
   res.statusCode = status;
   res.setHeader('content-type', 'text/plain; charset=utf-8');
   res.setHeader('cache-control', 'no-store');

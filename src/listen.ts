@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { lookup } from 'node:dns/promises';
 import { lstatSync, unlinkSync } from 'node:fs';
 import { lstat, rename, unlink } from 'node:fs/promises';
 import {
@@ -16,6 +15,7 @@ import {
 } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { ListenSpec } from './address.js';
+import { dnsModule } from './builtins.js';
 import { ListenError, ReusePortUnsupportedError } from './errors.js';
 
 /** A listener to bind: the server object and what to pass to its `listen()`, if anything. */
@@ -151,7 +151,7 @@ async function listenOn(pending: PendingListener, bind: ListenOptions): Promise<
   let options = bind;
   if (pending.family !== undefined && options.host !== undefined) {
     try {
-      const { address } = await lookup(options.host, { family: pending.family });
+      const { address } = await dnsModule().lookup(options.host, { family: pending.family });
       options = { ...options, host: address };
     } catch (error) {
       throw new ListenError(label, error as NodeJS.ErrnoException);

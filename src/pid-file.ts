@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { cryptoModule } from './builtins.js';
 import { InvalidOptionError } from './errors.js';
 
 /** Writes `pid` (default: this process's) and a newline to `path`, atomically. */
@@ -15,7 +15,7 @@ export async function writePidFile(path: string, pid: number = process.pid): Pro
   if (typeof path !== 'string' || path === '') {
     throw new InvalidOptionError(`pidFile must be a file path, got ${JSON.stringify(path)}`);
   }
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dirname(path), `.${basename(path)}.${cryptoModule().randomBytes(4).toString('hex')}.tmp`);
   const file = await open(tmp, 'wx', 0o644);
   try {
     await file.writeFile(`${pid}\n`);

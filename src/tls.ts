@@ -16,14 +16,9 @@
  *
  * @module
  */
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import {
-  createServer as createTlsServer,
-  type TLSSocket,
-  type TlsOptions,
-  type Server as TlsServer,
-} from 'node:tls';
+import type { TLSSocket, TlsOptions, Server as TlsServer } from 'node:tls';
+import { cryptoModule, tlsModule } from './builtins.js';
 
 /** Why a handshake failed: Node's handshake timeout, or anything else (bad hello, peer gone, unverified). */
 export type TlsFailure = 'tls-timeout' | 'tls-handshake';
@@ -60,7 +55,7 @@ export class TlsStage {
   constructor(tls: TlsOptions, handshakeTimeout: number) {
     // Pool servers must accept each other's session tickets: one set of keys for all of them.
     this.#options = {
-      ticketKeys: randomBytes(48),
+      ticketKeys: cryptoModule().randomBytes(48),
       ...tls,
       handshakeTimeout: handshakeTimeout === Infinity ? 0 : handshakeTimeout,
     };
@@ -108,7 +103,7 @@ export class TlsStage {
   }
 
   #makeServer(find: (tlsSocket: TLSSocket) => Handshake | undefined): TlsServer {
-    const server = createTlsServer(this.#options);
+    const server = tlsModule().createServer(this.#options);
     server.on('secureConnection', (tlsSocket: TLSSocket) => {
       const handshake = find(tlsSocket);
       if (handshake === undefined || handshake.settled) tlsSocket.destroy();
