@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { makeCertificate } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -40,12 +41,23 @@ const health = healthServer(srv, { address: '127.0.0.1:0' });
 await health.listen();
 await health.close();
 seen.health = loaded();
+const tlsServer = createServer({ network: 'tcp', address: '127.0.0.1:0', handler: async () => {},
+  tls: { key: process.env.TLS_KEY, cert: process.env.TLS_CERT } });
+await tlsServer.listen();
+await tlsServer.close();
+seen.tls = loaded();
 process.stdout.write(JSON.stringify(seen));
 `;
 
-test('importing and serving plain TCP loads neither node:tls nor node:http nor node:dns; each loads when used', async () => {
+const pki = makeCertificate();
+
+test('importing and serving plain TCP loads neither node:tls nor node:http nor node:dns; each loads when used', {
+  skip: typeof pki === 'string' ? pki : false,
+}, async () => {
+  assert.ok(typeof pki !== 'string');
   const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
     timeout: 60_000,
+    env: { ...process.env, TLS_KEY: pki.key.toString(), TLS_CERT: pki.cert.toString() },
   });
   const seen = JSON.parse(stdout) as Record<string, unknown>;
   assert.deepEqual(seen.imported, [], 'import alone');
@@ -53,4 +65,5 @@ test('importing and serving plain TCP loads neither node:tls nor node:http nor n
   assert.deepEqual(seen.served, [], 'after serving plain TCP');
   assert.deepEqual(seen.byName, ['dns/promises'], 'a host name bound to one family is looked up');
   assert.deepEqual(seen.health, ['http', 'dns/promises'], 'the health endpoint loads node:http');
+  assert.deepEqual(seen.tls, ['tls', 'http', 'dns/promises'], 'a TLS server loads node:tls');
 });
