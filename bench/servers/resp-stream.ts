@@ -40,7 +40,7 @@ async function serveConnection(conn: tcpserver.Conn, decoder: RespDecoder, store
     }
     // As the floor does: every piece written, then one wait if the socket is full. (An await
     // inside the loop would make TurboFan keep the array iterator across the suspension and run
-    // it through the generic builtin: bench/README.md, "The stream mode's read path".)
+    // it through the generic builtin: docs/architecture.md, "Stream mode".)
     let written: Promise<void> | undefined;
     for (const piece of out.takePieces()) written = conn.write(piece);
     if (conn.needsDrain) await written;
