@@ -4,8 +4,9 @@
  * difference per connection grouped by constructor (self sizes), biggest first. Use it to see
  * what an idle connection costs and where.
  *
- * Run: `npx tsx bench/heap.ts [--conns 2000] [--top 25] [--kind echo|resp]`; `--kind resp` compares
- * the RESP servers (the framework's is the service mode's, bench/servers/resp.ts).
+ * Run: `npx tsx bench/heap.ts [--conns 2000] [--top 25] [--kind echo|resp|resp-stream]`; `--kind resp`
+ * compares the RESP servers with the service mode's as the framework's (bench/servers/resp.ts),
+ * `--kind resp-stream` the same with the stream mode's (bench/servers/resp-stream.ts).
  *
  * @module
  */
@@ -50,11 +51,17 @@ function histogram(file: string): Map<string, { size: number; count: number }> {
   return out;
 }
 
-async function measure(side: 'framework' | 'baseline' | 'floor', kind: 'echo' | 'resp', conns: number) {
+type Kind = 'echo' | 'resp' | 'resp-stream';
+
+async function measure(side: 'framework' | 'baseline' | 'floor', kind: Kind, conns: number) {
   const cfg = fullConfig();
-  const sc = await ServerChild.start(
-    serverSpec(cfg, serverScript(cfg, side, kind), `heap-${side}`, { raiseNofile: true }),
-  );
+  const script =
+    kind === 'resp-stream'
+      ? side === 'framework'
+        ? 'bench/servers/resp-stream.ts'
+        : serverScript(cfg, side, 'resp')
+      : serverScript(cfg, side, kind);
+  const sc = await ServerChild.start(serverSpec(cfg, script, `heap-${side}`, { raiseNofile: true }));
   let client: LineChild | undefined;
   try {
     const before = String((await sc.call('heap', 120_000)).file);
@@ -81,26 +88,30 @@ const args = parseArgs();
 const conns = num(args, 'conns', 2000);
 const top = num(args, 'top', 25);
 const kind = args.get('kind') ?? 'echo';
-if (kind !== 'echo' && kind !== 'resp')
-  throw new Error(`--kind must be echo or resp, not ${JSON.stringify(kind)}`);
+if (kind !== 'echo' && kind !== 'resp' && kind !== 'resp-stream')
+  throw new Error(`--kind must be echo, resp or resp-stream, not ${JSON.stringify(kind)}`);
 buildChildren();
 const fw = await measure('framework', kind, conns);
 const base = await measure('baseline', kind, conns);
 const floor = await measure('floor', kind, conns);
 const none = { size: 0, count: 0 };
 const keys = new Set([...fw.keys(), ...base.keys(), ...floor.keys()]);
+// The stream mode's target is the pull floor, the others' the baseline: sort by the extra over it.
+const overFloor = kind === 'resp-stream';
+const extra = (r: { f: { size: number }; b: { size: number }; p: { size: number } }) =>
+  r.f.size - (overFloor ? r.p.size : r.b.size);
 const rows = [...keys]
   .map((k) => ({ k, f: fw.get(k) ?? none, b: base.get(k) ?? none, p: floor.get(k) ?? none }))
-  .sort((x, y) => y.f.size - y.b.size - (x.f.size - x.b.size));
+  .sort((x, y) => extra(y) - extra(x));
 const sum = (m: Map<string, { size: number }>) => [...m.values()].reduce((a, v) => a + v.size, 0);
 console.log(`heap per idle connection (${kind}, ${conns} connections, self sizes, bytes)`);
 console.log(
   `framework ${sum(fw).toFixed(0)} B, baseline ${sum(base).toFixed(0)} B, pull floor ${sum(floor).toFixed(0)} B\n`,
 );
-const cols = ['framework', 'baseline', 'extra', 'floor'];
+const cols = ['framework', 'baseline', 'floor', overFloor ? 'fw-floor' : 'fw-base'];
 console.log(`${cols.map((c) => c.padStart(10)).join(' ')}  objects/conn (fw)  type:name`);
-for (const { k, f, b, p } of rows.slice(0, top)) {
-  const cells = [f.size, b.size, f.size - b.size, p.size].map((v) => v.toFixed(0).padStart(10));
-  console.log(`${cells.join(' ')}  ${f.count.toFixed(2).padStart(17)}  ${k}`);
+for (const r of rows.slice(0, top)) {
+  const cells = [r.f.size, r.b.size, r.p.size, extra(r)].map((v) => v.toFixed(0).padStart(10));
+  console.log(`${cells.join(' ')}  ${r.f.count.toFixed(2).padStart(17)}  ${r.k}`);
 }
 killAll();
