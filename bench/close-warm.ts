@@ -15,39 +15,45 @@
  */
 
 import { execFileSync } from 'node:child_process';
-import net from 'node:net';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { num, parseArgs } from './lib/args.js';
 import {
   buildChildren,
   installExitHooks,
+  LineChild,
   LOAD_CPU,
   nodeArgv,
   PINNED,
   SERVER_CPU,
   spawnPinned,
 } from './lib/proc.js';
+import { median } from './lib/stats.js';
+import { PAST_FIRST_REQUEST_GRACE_MS } from './workloads/scale.js';
 
 type Side = 'service' | 'raw';
 
-/** Opens `n` idle connections (256 handshakes at most in flight); each answers the server's FIN with its own. */
-function openIdle(port: number, n: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let started = 0;
-    let open = 0;
-    const more = (): void => {
-      while (started < n && started - open < 256) {
-        started++;
-        const c = net.connect(port, '127.0.0.1', () => {
-          if (++open === n) resolve();
-          else more();
-        });
-        c.on('end', () => c.end());
-        c.on('error', reject);
-      }
-    };
-    more();
-  });
+/** Opens `n` idle connections (bench/load/idle.ts, which answers the server's FIN with its own). */
+async function openIdle(port: number, n: number): Promise<LineChild> {
+  const argv = [
+    ...nodeArgv('bench/load/idle.ts'),
+    '--port',
+    String(port),
+    '--conns',
+    String(n),
+    '--seconds',
+    '120',
+  ];
+  const client = new LineChild({ argv, cpu: LOAD_CPU, raiseNofile: true });
+  try {
+    const connected = await client.waitFor('connected', 60_000);
+    if (connected.connected !== n) throw new Error(`only ${String(connected.connected)} of ${n} connected`);
+    await sleep(PAST_FIRST_REQUEST_GRACE_MS);
+    return client;
+  } catch (err) {
+    client.kill();
+    throw err;
+  }
 }
 
 /** One child of `side`: CPU per closed connection of each round. */
@@ -66,23 +72,21 @@ async function measure(side: Side, conns: number, rounds: number): Promise<numbe
     for (let round = 1; round <= rounds; round++) {
       const ready = await out.next();
       if (ready.done === true) throw new Error(`${side}: the child exited`);
-      await openIdle((JSON.parse(ready.value) as { port: number }).port, conns);
-      proc.stdin!.write('open\n');
-      const done = await out.next();
-      if (done.done === true) throw new Error(`${side}: the child exited`);
-      result.push((JSON.parse(done.value) as { micros: number }).micros);
+      const client = await openIdle((JSON.parse(ready.value) as { port: number }).port, conns);
+      try {
+        proc.stdin!.write('open\n');
+        const done = await out.next();
+        if (done.done === true) throw new Error(`${side}: the child exited`);
+        result.push((JSON.parse(done.value) as { micros: number }).micros);
+      } finally {
+        client.kill();
+      }
     }
   } finally {
     proc.kill();
   }
   return result;
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const args = parseArgs();
 const conns = num(args, 'conns', 10_000);

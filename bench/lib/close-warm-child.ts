@@ -1,6 +1,6 @@
 /**
  * The child of `bench/close-warm.ts`: `--rounds` servers of one `--side` in turn (the service
- * mode's RESP server, or raw `node:net` closed as bench/lib/baseline.ts closes), each closed
+ * mode's RESP server, or the raw `node:net` baseline's, `startBaseline`), each closed
  * gracefully once the parent has opened its connections, with the CPU of each close per closed
  * connection printed. stdout: `{"port":N}` per server, then `{"round":r,"micros":x}`; stdin: one
  * line per server when its connections are open.
@@ -8,13 +8,11 @@
  * @module
  */
 
-import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { num, parseArgs } from './args.js';
+import { startBaseline } from './baseline.js';
 
 type Side = 'service' | 'raw';
-/** Past the framework's default `firstRequestGrace` (1 s): silent connections are idle then. */
-const GRACE_MS = 1_500;
 
 /** The child: `rounds` servers in turn, each closed once its connections are open. */
 async function child(side: Side, conns: number, rounds: number): Promise<void> {
@@ -23,8 +21,7 @@ async function child(side: Side, conns: number, rounds: number): Promise<void> {
   for (let round = 1; round <= rounds; round++) {
     const server = await startServer(side);
     process.stdout.write(`${JSON.stringify({ port: server.port })}\n`);
-    await lines.next(); // the parent has the connections open
-    await new Promise((resolve) => setTimeout(resolve, GRACE_MS));
+    await lines.next(); // the parent has the connections open, and they are past the grace
     gc?.();
     gc?.();
     const before = process.cpuUsage();
@@ -48,22 +45,7 @@ async function startServer(side: Side): Promise<{ port: number; close: () => Pro
     if (addr === undefined || addr.network === 'unix') throw new Error('expected a TCP listener');
     return { port: addr.port, close: () => srv.close({ timeout: 30_000 }) };
   }
-  // As bench/lib/baseline.ts closes: stop accepting, FIN every socket, done once all are gone.
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ noDelay: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.end();
-      }),
-  };
+  return startBaseline(() => {});
 }
 
 const args = parseArgs();

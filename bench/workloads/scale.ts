@@ -40,7 +40,7 @@ const NATIVE: IdleTimeouts = { open: 60_000, close: 30_000 };
  * one table"). The idle measures close idle connections, so they wait this long after the last
  * accept; otherwise a close would time the grace, not the closing.
  */
-const PAST_FIRST_REQUEST_GRACE_MS = 1_250;
+export const PAST_FIRST_REQUEST_GRACE_MS = 1_250;
 
 /**
  * Opens `n` idle connections to the server `sc` from a load process on the load core, the way
