@@ -39,7 +39,7 @@ import {
   kForce,
   kForced,
   kFresh,
-  kLingerTimeout,
+  kLingerQueue,
   kOnHandlerError,
   kOnLingerTimeout,
   kOnState,
@@ -50,7 +50,7 @@ import {
   kService,
   kWatching,
 } from './symbols.js';
-import { DeadlineQueue, describeValue, isTimeout } from './timers.js';
+import { DeadlineQueue, describeValue, FixedDelayQueue, isTimeout } from './timers.js';
 
 /**
  * A connection's place in its life (docs/architecture.md, "Connection states"):
@@ -84,8 +84,8 @@ export type LimitError = IdleTimeoutError | FrameTimeoutError | MinDataRateError
 export interface ConnOwner {
   /** Whether transitions other than `closed` need reporting (someone listens). */
   readonly [kWatching]: boolean;
-  /** ms the peer gets to answer our FIN with its own (`lingerTimeout`). */
-  readonly [kLingerTimeout]: number;
+  /** Where connections wait for the peer to answer our FIN (`lingerQueue(lingerTimeout)`). */
+  readonly [kLingerQueue]: FixedDelayQueue<Conn> | undefined;
   readonly [kReadLimits]: ReadLimits;
   /** The `service` option, when connections are served in service mode. */
   readonly [kService]: ResolvedService | undefined;
@@ -172,13 +172,23 @@ function disarm(deadline: Deadline | undefined): void {
 const NO_CHUNKS = Object.freeze([]) as unknown as Buffer[];
 const NO_WAITERS = Object.freeze([]) as unknown as Waiter[];
 
-/**
- * Connections whose FIN is flushed, waiting for the peer's until `lingerTimeout` (as nginx's
- * `lingering_timeout`). One deadline queue serves every server: a timer per closing connection
- * shows in churn benchmarks.
- */
 let expireLinger: (conn: Conn) => void;
-const lingering = new DeadlineQueue<Conn>((conn) => expireLinger(conn));
+let isLingering: (conn: Conn) => boolean;
+
+/**
+ * A server's connections whose FIN is flushed, waiting for the peer's until `lingerTimeout` (as
+ * nginx's `lingering_timeout`): one FIFO per server, since every deadline in it is the same
+ * delay after its start (a timer per closing connection shows in churn benchmarks, and a heap
+ * in a mass close). `undefined` for `Infinity`: the peer gets as long as it takes.
+ */
+export function lingerQueue(timeout: number): FixedDelayQueue<Conn> | undefined {
+  if (timeout === Infinity) return undefined;
+  return new FixedDelayQueue<Conn>(
+    timeout,
+    (conn) => expireLinger(conn),
+    (conn) => isLingering(conn),
+  );
+}
 
 /**
  * Connections waiting on half a frame while `frameTimeout` or `minDataRate` applies, with when
@@ -248,7 +258,7 @@ const DRAIN_HOOKED = 1 << 6;
 const HANDLER_DONE = 1 << 7;
 /** A shutdown deadline destroyed the connection. */
 const FORCED = 1 << 8;
-/** Our FIN is out and we wait for the peer's (see `startLinger`). */
+/** Our FIN is out, or leaving with nothing queued ahead of it, and we wait for the peer's (see `startLinger`). */
 const LINGERING = 1 << 9;
 /** The pending read resolves `{ value, done }` (async iterator) instead of a chunk. */
 const READ_ITER = 1 << 10;
@@ -277,7 +287,7 @@ const SVC_PASS = 1 << 20;
  * then or at `end()`: an idle connection that never spoke holds neither.
  */
 const SERVICE = 1 << 21;
-/** The `'finish'` listener is on the socket (the connection is ending: see `#end`). */
+/** The `'finish'` listener is on the socket (see `#hookFinish`). */
 const FINISH_HOOKED = 1 << 22;
 
 /** What `#serviceFrames` stopped at: the batch reached the socket's high-water mark. */
@@ -534,7 +544,9 @@ export class Conn implements AsyncIterable<Buffer> {
     endIfQuiet = (conns) => {
       for (const conn of conns) conn.#endIfQuiet();
     };
+    isLingering = (conn) => (conn.#flags & LINGERING) !== 0;
     expireLinger = (conn) => {
+      conn.#flags &= ~LINGERING; // out of the queue: its 'close' has nothing to release
       conn.#owner[kOnLingerTimeout](conn);
       conn.#socket.destroy(); // its 'close' finishes the bookkeeping
     };
@@ -718,21 +730,42 @@ export class Conn implements AsyncIterable<Buffer> {
     const fields = this.#coldFields();
     fields.finished = new Promise<void>(capture);
     fields.resolveFinished = captured.resolve;
+    this.#hookFinish();
     return fields.finished;
   }
 
-  /** Sends `data`, then FIN once every write is flushed; `#onFinish` follows. */
+  /** Sends `data`, then FIN once every write is flushed. */
   #end(data?: string | Uint8Array): void {
     const socket = this.#socket;
     if (this.#state !== 'closed') this.#setState('closing');
-    if ((this.#flags & FINISH_HOOKED) === 0) {
-      this.#flags |= FINISH_HOOKED;
-      socket.on('finish', onFinish);
-    }
     if (!socket.writableEnded && !socket.destroyed) {
       if (data === undefined) socket.end();
       else socket.end(data);
     }
+    // Writes waiting for 'drain' are done at 'finish' instead: an ending Writable emits no 'drain'.
+    if (this.#writers.length > 0) this.#hookFinish();
+  }
+
+  /**
+   * `'finish'` (every byte and the FIN flushed) is listened for only by what waits for it: an
+   * `end()` caller's promise, writes waiting for `drain`, a linger behind queued bytes. An idle
+   * connection that ends, thousands at once in a shutdown, adds no listener.
+   */
+  #hookFinish(): void {
+    if ((this.#flags & FINISH_HOOKED) !== 0) return;
+    this.#flags |= FINISH_HOOKED;
+    this.#socket.on('finish', onFinish);
+  }
+
+  /**
+   * After our `end()`: the linger starts once the FIN has nothing ahead of it, now if nothing is
+   * queued (the FIN leaves in this turn of the event loop), else at `'finish'`.
+   */
+  #lingerAfterEnd(): void {
+    const socket = this.#socket;
+    if (socket.destroyed) return;
+    if (socket.writableLength === 0) this.#startLinger();
+    else this.#hookFinish();
   }
 
   /** Closes the connection at once, discarding unsent data. */
@@ -891,7 +924,7 @@ export class Conn implements AsyncIterable<Buffer> {
       return;
     }
     this.#end();
-    if (this.#socket.writableFinished) this.#startLinger();
+    this.#lingerAfterEnd();
   }
 
   #read(opts: IoOptions | undefined, iter: boolean): Promise<ReadResult> {
@@ -1154,12 +1187,13 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   #startLinger(): void {
-    if ((this.#flags & LINGERING) !== 0 || this.#state === 'closed') return;
+    // Once: a connection whose linger expired is destroyed, and that is final too.
+    if ((this.#flags & LINGERING) !== 0 || this.#socket.destroyed) return;
     // The peer normally answers our FIN with its own at once; one that does not is dropped.
-    const timeout = this.#owner[kLingerTimeout];
-    if (timeout === Infinity) return;
+    const queue = this.#owner[kLingerQueue];
+    if (queue === undefined) return;
     this.#flags |= LINGERING;
-    lingering.add(this, performance.now() + timeout);
+    queue.add(this);
   }
 
   /**
@@ -1230,7 +1264,7 @@ export class Conn implements AsyncIterable<Buffer> {
       return;
     }
     this.#end();
-    if (socket.writableFinished) this.#startLinger();
+    this.#lingerAfterEnd();
   }
 
   /** Half a frame has arrived and a read waits for the rest: time it, if a frame limit applies. */
@@ -1690,7 +1724,10 @@ export class Conn implements AsyncIterable<Buffer> {
   #onClose(): void {
     this.#flags |= CLOSED;
     this.#settleFinished();
-    if ((this.#flags & LINGERING) !== 0) lingering.delete(this);
+    if ((this.#flags & LINGERING) !== 0) {
+      this.#flags &= ~LINGERING;
+      this.#owner[kLingerQueue]!.release();
+    }
     if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
     const reject = this.#readReject;
     if (reject !== undefined) {

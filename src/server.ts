@@ -23,7 +23,14 @@ import {
   type RejectReason,
 } from './accept.js';
 import { type BoundAddress, formatAddress, toBoundAddress } from './address.js';
-import type { Conn, ConnOwner, ConnState, LimitError, ReadLimits } from './conn.js';
+import {
+  type Conn,
+  type ConnOwner,
+  type ConnState,
+  type LimitError,
+  lingerQueue,
+  type ReadLimits,
+} from './conn.js';
 import { channels } from './diagnostics.js';
 import { ConnClosedError, InvalidOptionError, ServerClosedError } from './errors.js';
 import { type FdUsage, watchFds } from './fd-watch.js';
@@ -43,7 +50,7 @@ import {
   kCancelReason,
   kCtx,
   kHandOff,
-  kLingerTimeout,
+  kLingerQueue,
   kListeners,
   kOnHandlerError,
   kOnLingerTimeout,
@@ -55,7 +62,7 @@ import {
   kWatching,
 } from './symbols.js';
 import { systemdListeners } from './systemd.js';
-import { duration } from './timers.js';
+import { duration, type FixedDelayQueue } from './timers.js';
 
 export type { RefuseReason, RejectReason } from './accept.js';
 export type { ShutdownReport } from './shutdown.js';
@@ -167,6 +174,7 @@ export class Server extends EventEmitter implements ConnOwner {
     fdExhaustions: 0,
   };
   readonly #readLimits: ReadLimits;
+  readonly #lingerQueue: FixedDelayQueue<Conn> | undefined;
   readonly #refused = Object.fromEntries(REFUSE_REASONS.map((reason) => [reason, 0])) as Record<
     RefuseReason,
     number
@@ -194,6 +202,7 @@ export class Server extends EventEmitter implements ConnOwner {
       ...options.minDataRate,
     };
     this.name = options.name;
+    this.#lingerQueue = lingerQueue(options.lingerTimeout);
     this.#accept = new AcceptPipeline(this.#acceptHost(), options);
     this.serving = new Promise<void>((resolve, reject) => {
       this.#markServing = resolve;
@@ -437,8 +446,8 @@ export class Server extends EventEmitter implements ConnOwner {
     return this;
   }
 
-  get [kLingerTimeout](): number {
-    return this.#options.lingerTimeout;
+  get [kLingerQueue](): FixedDelayQueue<Conn> | undefined {
+    return this.#lingerQueue;
   }
 
   get [kReadLimits](): ReadLimits {

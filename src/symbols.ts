@@ -33,7 +33,8 @@ export const kOnTimeout = Symbol('tcpserver.onTimeout');
 export const kReadLimits = Symbol('tcpserver.readLimits');
 export const kOnLingerTimeout = Symbol('tcpserver.onLingerTimeout');
 export const kOnHandlerError = Symbol('tcpserver.onHandlerError');
-export const kLingerTimeout = Symbol('tcpserver.lingerTimeout');
+/** Owner: the queue of connections waiting for the peer's FIN (`lingerTimeout`). */
+export const kLingerQueue = Symbol('tcpserver.lingerQueue');
 /** Owner: the resolved `service` option, when connections are served in service mode. */
 export const kService = Symbol('tcpserver.service');
 /** `Server`: bind with `reusePort` (a supervisor in reusePort mode asks it of its workers' servers). */

@@ -7,10 +7,11 @@
  * "never" is meaningful; anything else is refused with `ERR_INVALID_OPTION` naming the option and
  * the limit, before anything binds. No delay is clamped, none is silently turned into "never".
  *
- * **The deadline queue.** Linger after our FIN, connection age, the PROXY header timeout, the
+ * **The deadline queues.** Linger after our FIN, connection age, the PROXY header timeout, the
  * accept deadline and spread closing are deadlines per connection. A timer each shows in churn
- * benchmarks; a {@link DeadlineQueue} holds them all in a binary heap under one unref'd timer
- * armed for the earliest (see docs/architecture.md, "Timers").
+ * benchmarks; a {@link DeadlineQueue} holds them in a binary heap under one unref'd timer armed
+ * for the earliest, and a {@link FixedDelayQueue} holds deadlines of one fixed delay (the
+ * linger) in a FIFO (see docs/architecture.md, "Timers").
  *
  * @module
  */
@@ -216,4 +217,111 @@ export class DeadlineQueue<T> {
     heap[index] = entry;
     entry.index = index;
   }
+}
+
+/**
+ * Deadlines that are all the same `delay` after the moment they are added, so they come due in
+ * the order they were added: a FIFO under one unref'd timer, where a {@link DeadlineQueue} would
+ * pay a heap and a map (the linger after our FIN: thousands of closing connections at once, each
+ * with the server's one `lingerTimeout`; see docs/architecture.md, "Timers").
+ *
+ * Adding is two pushes. Cancelling is O(1) and lazy: the item's owner makes `isWaiting(item)`
+ * false and calls `release()`; a released item is skipped when it comes due, and dropped sooner,
+ * by a compaction, once released items are half the queue, so the queue never holds more than
+ * twice the items still waiting (plus a few) and a closed connection is not kept for the delay.
+ */
+export class FixedDelayQueue<T> {
+  readonly #delay: number;
+  readonly #onExpire: (item: T) => void;
+  readonly #isWaiting: (item: T) => boolean;
+  /** The items from `#head` on, in the order added; `#ats` holds their deadlines. */
+  #items: Array<T | undefined> = [];
+  #ats: number[] = [];
+  #head = 0;
+  /** Items in the queue whose owner released them. */
+  #released = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(delay: number, onExpire: (item: T) => void, isWaiting: (item: T) => boolean) {
+    this.#delay = delay;
+    this.#onExpire = onExpire;
+    this.#isWaiting = isWaiting;
+  }
+
+  /** How many items wait for their deadline. */
+  get size(): number {
+    return this.#items.length - this.#head - this.#released;
+  }
+
+  /** Schedules `onExpire(item)` `delay` ms from now, unless `item` is released before. */
+  add(item: T): void {
+    this.#items.push(item);
+    this.#ats.push(performance.now() + this.#delay);
+    if (this.#timer === undefined) this.#arm();
+  }
+
+  /** One item added earlier no longer waits (`isWaiting` says false for it from now on). */
+  release(): void {
+    this.#released++;
+    // Items mostly stop waiting in the order they came (peers answer our FINs in turn): the
+    // released ones at the head go at once; a compaction catches the rest.
+    this.#dropReleasedHead();
+    const released = this.#released;
+    if (released >= 32 && released * 2 >= this.#items.length - this.#head) this.#compact();
+  }
+
+  /** Drops released items at the head, and the emptied front of the arrays once it is long. */
+  #dropReleasedHead(): void {
+    const items = this.#items;
+    let head = this.#head;
+    while (this.#released > 0 && head < items.length && !this.#isWaiting(items[head] as T)) {
+      items[head++] = undefined;
+      this.#released--;
+    }
+    this.#head = head;
+    if (head === items.length) {
+      if (head > 0) {
+        this.#items = [];
+        this.#ats = [];
+        this.#head = 0;
+      }
+    } else if (head >= 1024 && head * 2 >= items.length) this.#compact();
+  }
+
+  /** Keeps the items still waiting, in order. */
+  #compact(): void {
+    const items: T[] = [];
+    const ats: number[] = [];
+    const from = this.#items;
+    for (let i = this.#head; i < from.length; i++) {
+      const item = from[i] as T;
+      if (!this.#isWaiting(item)) continue;
+      items.push(item);
+      ats.push(this.#ats[i]!);
+    }
+    this.#items = items;
+    this.#ats = ats;
+    this.#head = 0;
+    this.#released = 0;
+  }
+
+  #arm(): void {
+    const delay = Math.max(0, this.#ats[this.#head]! - performance.now());
+    this.#timer = setTimeout(this.#fire, Math.min(delay, MAX_DELAY_MS));
+    this.#timer.unref();
+  }
+
+  readonly #fire = (): void => {
+    this.#timer = undefined;
+    const now = performance.now();
+    // Fields are read again per item: a callback may add, or release (and so compact).
+    while (this.#head < this.#items.length && this.#ats[this.#head]! <= now) {
+      const item = this.#items[this.#head] as T;
+      this.#items[this.#head++] = undefined;
+      if (this.#isWaiting(item)) this.#onExpire(item);
+      else this.#released--;
+    }
+    this.#dropReleasedHead();
+    if (this.#timer === undefined && this.#items.length > this.#head) this.#arm();
+  };
 }

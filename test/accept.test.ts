@@ -184,6 +184,32 @@ test('lingerTimeout: a peer that never answers our FIN is dropped after it, and 
   await stopAndCheck(srv);
 });
 
+test('lingerTimeout counts from the FIN leaving: a peer slow to read the last bytes is not dropped for it', async () => {
+  const size = 64 * 1024 * 1024; // more than loopback's buffers hold: most of it waits in the socket
+  const { srv, port } = await startServer({
+    lingerTimeout: 150,
+    // Returns with the bytes still queued: the FIN waits behind them, and so does the linger.
+    handler: async (_ctx, conn) => {
+      conn.write(Buffer.alloc(size, 'x')).catch(() => {});
+    },
+  });
+  const peer = net.connect({ port, host: '127.0.0.1' });
+  await once(peer, 'connect');
+  peer.write('go');
+  peer.pause();
+  await new Promise((resolve) => setTimeout(resolve, 600)); // four lingers long, reading nothing
+  let received = 0;
+  peer.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+  });
+  peer.resume();
+  await once(peer, 'end');
+  assert.equal(received, size, 'every byte arrived before our FIN');
+  await waitForStats(srv, (s) => s.open === 0);
+  assert.equal(srv.stats().lingerTimeouts, 0);
+  await stopAndCheck(srv);
+});
+
 test('lingerTimeout: Infinity waits as long as the peer does; a peer that answers is never counted', async () => {
   const { srv, port } = await startServer({
     lingerTimeout: Number.POSITIVE_INFINITY,

@@ -1,11 +1,20 @@
 /**
- * timers.ts: the duration policy and the deadline queue every per-connection deadline shares.
+ * timers.ts: the duration policy and the two deadline queues per-connection deadlines share (a heap, and a FIFO for one fixed delay).
  */
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
-import { DeadlineQueue, duration, jitter, MAX_DELAY_MS, seededRandom } from '../src/timers.js';
+import {
+  DeadlineQueue,
+  duration,
+  FixedDelayQueue,
+  jitter,
+  MAX_DELAY_MS,
+  seededRandom,
+} from '../src/timers.js';
 
 test('duration(): 0 to 2^31-1 ms, Infinity only where allowed, anything else refused naming the option', () => {
   assert.equal(duration('x', 0, false), 0);
@@ -153,5 +162,138 @@ test('DeadlineQueue property: any mix of adds, moves and deletes expires exactly
     ),
     { numRuns: 40, seed: 20261201 },
   );
+  release();
+});
+
+/** Items of a FixedDelayQueue test: waiting until released or expired. */
+interface Waiting {
+  id: number;
+  waiting: boolean;
+}
+
+function fixedQueue(delay: number, onExpire: (item: Waiting) => void): FixedDelayQueue<Waiting> {
+  return new FixedDelayQueue<Waiting>(delay, onExpire, (item) => item.waiting);
+}
+
+test('FixedDelayQueue expires items in the order added, each no sooner than the delay after its add', async () => {
+  const release = holdOpen();
+  const seen: Array<[number, number]> = [];
+  const added = new Map<number, number>();
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  const queue = fixedQueue(40, (item) => {
+    item.waiting = false;
+    seen.push([item.id, performance.now()]);
+    if (seen.length === 4) resolve();
+  });
+  for (let id = 0; id < 4; id++) {
+    added.set(id, performance.now());
+    queue.add({ id, waiting: true });
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(queue.size, 4 - seen.length);
+  await promise;
+  assert.deepEqual(
+    seen.map(([id]) => id),
+    [0, 1, 2, 3],
+  );
+  for (const [id, when] of seen) assert.ok(when >= added.get(id)! + 40 - 1, `item ${id} expired early`);
+  assert.equal(queue.size, 0);
+  release();
+});
+
+test('FixedDelayQueue: a released item never expires and is let go before its deadline', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const queue = fixedQueue(60_000, () => assert.fail('must not fire'));
+  const refs: Array<WeakRef<Waiting>> = [];
+  const items: Waiting[] = [];
+  for (let id = 0; id < 1_000; id++) {
+    const item = { id, waiting: true };
+    items.push(item);
+    refs.push(new WeakRef(item));
+    queue.add(item);
+  }
+  assert.equal(queue.size, 1_000);
+  for (const item of items.splice(0)) {
+    item.waiting = false;
+    queue.release();
+  }
+  assert.equal(queue.size, 0);
+  // The queue holds no released item for the minute of its delay: a closed connection is not kept.
+  await new Promise((r) => setImmediate(r));
+  gc();
+  const kept = refs.filter((ref) => ref.deref() !== undefined).length;
+  assert.ok(kept <= 32, `${kept} released items still held`);
+});
+
+test('FixedDelayQueue property: any mix of adds and releases expires exactly the items still waiting, in order', async () => {
+  const release = holdOpen();
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.oneof(fc.constant(-1), fc.nat({ max: 200 })), { maxLength: 300 }),
+      async (ops) => {
+        const fired: number[] = [];
+        const queue = fixedQueue(15, (item) => {
+          assert.ok(item.waiting, `item ${item.id} expired after its release`);
+          item.waiting = false;
+          fired.push(item.id);
+        });
+        const waiting: Waiting[] = [];
+        let next = 0;
+        for (const op of ops) {
+          if (op === -1 || waiting.length === 0) {
+            const item = { id: next++, waiting: true };
+            waiting.push(item);
+            queue.add(item);
+          } else {
+            const [item] = waiting.splice(op % waiting.length, 1);
+            item!.waiting = false;
+            queue.release();
+          }
+        }
+        assert.equal(queue.size, waiting.length);
+        await new Promise((r) => setTimeout(r, 60));
+        assert.deepEqual(
+          fired,
+          waiting.map((item) => item.id),
+        );
+        assert.equal(queue.size, 0);
+      },
+    ),
+    { numRuns: 40, seed: 20261206 },
+  );
+  release();
+});
+
+test('FixedDelayQueue: a callback may add and release while items expire', async () => {
+  const release = holdOpen();
+  const fired: number[] = [];
+  const late = { id: 99, waiting: true };
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  const others: Waiting[] = Array.from({ length: 40 }, (_, i) => ({ id: 10 + i, waiting: true }));
+  const queue = fixedQueue(10, (item) => {
+    item.waiting = false;
+    fired.push(item.id);
+    if (item.id === 0) {
+      queue.add(late); // due a full delay from now
+      for (const other of others) {
+        other.waiting = false;
+        queue.release(); // compacts the queue under the running expiry
+      }
+    }
+    if (item.id === 99) resolve();
+  });
+  queue.add({ id: 0, waiting: true });
+  for (const other of others) queue.add(other);
+  queue.add({ id: 1, waiting: true });
+  await promise;
+  assert.deepEqual(fired, [0, 1, 99]);
+  assert.equal(queue.size, 0);
   release();
 });
