@@ -547,8 +547,10 @@ export class Conn implements AsyncIterable<Buffer> {
     isLingering = (conn) => (conn.#flags & LINGERING) !== 0;
     expireLinger = (conn) => {
       conn.#flags &= ~LINGERING; // out of the queue: its 'close' has nothing to release
+      // Destroyed before it is reported, so a logger that throws cannot leave it open; its
+      // 'close' (a later tick) finishes the bookkeeping.
+      conn.#socket.destroy();
       conn.#owner[kOnLingerTimeout](conn);
-      conn.#socket.destroy(); // its 'close' finishes the bookkeeping
     };
     readNext = (conn) => conn.#read(undefined, true) as Promise<IteratorResult<Buffer>>;
   }
@@ -758,8 +760,9 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   /**
-   * After our `end()`: the linger starts once the FIN has nothing ahead of it, now if nothing is
-   * queued (the FIN leaves in this turn of the event loop), else at `'finish'`.
+   * After our `end()`: the linger starts once the FIN has nothing ahead of it: now if no byte is
+   * queued in Node (libuv sends the FIN on its next iteration; the kernel's send buffer may still
+   * hold bytes ahead of it), else at `'finish'`.
    */
   #lingerAfterEnd(): void {
     const socket = this.#socket;

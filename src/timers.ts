@@ -165,13 +165,17 @@ export class DeadlineQueue<T> {
     this.#timer = undefined;
     this.#armedAt = Infinity;
     const now = performance.now();
-    // Expire everything due; a callback may add or delete items meanwhile (the heap stays valid).
-    for (let head = this.#heap[0]; head !== undefined && head.at <= now; head = this.#heap[0]) {
-      this.#entries.delete(head.item);
-      this.#removeAt(0);
-      this.#onExpire(head.item);
+    try {
+      // Expire everything due; a callback may add or delete items meanwhile (the heap stays valid).
+      for (let head = this.#heap[0]; head !== undefined && head.at <= now; head = this.#heap[0]) {
+        this.#entries.delete(head.item);
+        this.#removeAt(0);
+        this.#onExpire(head.item);
+      }
+    } finally {
+      // Re-armed even when a callback throws: the items after it are not stranded.
+      if (this.#timer === undefined) this.#arm();
     }
-    if (this.#timer === undefined) this.#arm();
   };
 
   #removeAt(index: number): void {
@@ -227,8 +231,9 @@ export class DeadlineQueue<T> {
  *
  * Adding is two pushes. Cancelling is O(1) and lazy: the item's owner makes `isWaiting(item)`
  * false and calls `release()`; a released item is skipped when it comes due, and dropped sooner,
- * by a compaction, once released items are half the queue, so the queue never holds more than
- * twice the items still waiting (plus a few) and a closed connection is not kept for the delay.
+ * by a compaction, once released items are half the queue: the queue never holds more released
+ * items than the items still waiting, plus up to 31, so a closed connection is not kept for the
+ * delay.
  */
 export class FixedDelayQueue<T> {
   readonly #delay: number;
@@ -314,14 +319,18 @@ export class FixedDelayQueue<T> {
   readonly #fire = (): void => {
     this.#timer = undefined;
     const now = performance.now();
-    // Fields are read again per item: a callback may add, or release (and so compact).
-    while (this.#head < this.#items.length && this.#ats[this.#head]! <= now) {
-      const item = this.#items[this.#head] as T;
-      this.#items[this.#head++] = undefined;
-      if (this.#isWaiting(item)) this.#onExpire(item);
-      else this.#released--;
+    try {
+      // Fields are read again per item: a callback may add, or release (and so compact).
+      while (this.#head < this.#items.length && this.#ats[this.#head]! <= now) {
+        const item = this.#items[this.#head] as T;
+        this.#items[this.#head++] = undefined;
+        if (this.#isWaiting(item)) this.#onExpire(item);
+        else this.#released--;
+      }
+      this.#dropReleasedHead();
+    } finally {
+      // Re-armed even when a callback throws: the items after it are not stranded.
+      if (this.#timer === undefined && this.#items.length > this.#head) this.#arm();
     }
-    this.#dropReleasedHead();
-    if (this.#timer === undefined && this.#items.length > this.#head) this.#arm();
   };
 }

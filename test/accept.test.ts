@@ -4,6 +4,7 @@
  * jitter, and the linger after our FIN (`lingerTimeout`).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, test } from 'node:test';
 import tls from 'node:tls';
+import { promisify } from 'node:util';
 import { type Conn, createServer, type Server, seededRandom } from '../src/index.js';
 import {
   assertNoLeaks,
@@ -208,6 +210,73 @@ test('lingerTimeout counts from the FIN leaving: a peer slow to read the last by
   await waitForStats(srv, (s) => s.open === 0);
   assert.equal(srv.stats().lingerTimeouts, 0);
   await stopAndCheck(srv);
+});
+
+test('lingerTimeout behind bytes queued with no write waiting: counted from the FIN leaving, then a silent peer is dropped', async () => {
+  let written = 0;
+  const { srv, port } = await startServer({
+    lingerTimeout: 150,
+    // Writes until bytes wait in Node's buffer while the last write still returned true: the
+    // handler returns with no write waiting for 'drain', so only the linger waits for 'finish'.
+    handler: async (_ctx, conn) => {
+      const chunk = Buffer.alloc(8 * 1024, 'y');
+      for (;;) {
+        const done = conn.write(chunk);
+        written += chunk.length;
+        if (conn.needsDrain) await done;
+        else if (conn.socket.writableLength > 0) return;
+      }
+    },
+  });
+  const peer = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  await once(peer, 'connect');
+  peer.write('go');
+  peer.pause();
+  await new Promise((resolve) => setTimeout(resolve, 300)); // two lingers long, reading nothing
+  let received = 0;
+  peer.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+  });
+  peer.resume();
+  await once(peer, 'end'); // our FIN, after every byte; the peer never sends its own
+  assert.ok(written > 0 && received === written, `received ${received} of ${written} bytes`);
+  await waitForStats(srv, (s) => s.open === 0);
+  assert.equal(srv.stats().lingerTimeouts, 1);
+  peer.destroy();
+  await stopAndCheck(srv);
+});
+
+test('lingerTimeout: a logger that throws on the linger report cannot leave the connection open', async () => {
+  // In a child process: the logger's throw is an uncaught exception, which the test runner would
+  // take as this test's failure.
+  const script = `
+    import net from 'node:net';
+    import { createServer } from ${JSON.stringify(new URL('../src/index.ts', import.meta.url).href)};
+    const errors = [];
+    process.on('uncaughtException', (error) => errors.push(error.message));
+    const quiet = () => {};
+    const logger = { info: quiet, warn: quiet, error: quiet, debug: (_obj, msg) => {
+      if (msg === 'linger timeout') throw new Error('logger failed');
+    } };
+    const srv = createServer({ network: 'tcp4', address: '127.0.0.1:0', lingerTimeout: 50, logger,
+      handler: async (_ctx, conn) => conn.end('bye') });
+    const [bound] = await srv.listen();
+    const peer = net.connect({ port: bound.port, host: '127.0.0.1', allowHalfOpen: true });
+    peer.resume(); // reads our FIN, never sends its own
+    srv.on('connState', () => {
+      const { open, lingerTimeouts } = srv.stats();
+      if (lingerTimeouts !== 1 || open !== 0) return;
+      console.log(JSON.stringify({ open, lingerTimeouts, errors }));
+      peer.destroy();
+      srv.close().then(() => process.exit(0));
+    });
+  `;
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', '--input-type=module', '-e', script],
+    { timeout: 30_000 },
+  );
+  assert.deepEqual(JSON.parse(stdout), { open: 0, lingerTimeouts: 1, errors: ['logger failed'] });
 });
 
 test('lingerTimeout: Infinity waits as long as the peer does; a peer that answers is never counted', async () => {

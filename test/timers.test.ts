@@ -2,8 +2,10 @@
  * timers.ts: the duration policy and the two deadline queues per-connection deadlines share (a heap, and a FIFO for one fixed delay).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
@@ -296,4 +298,85 @@ test('FixedDelayQueue: a callback may add and release while items expire', async
   assert.deepEqual(fired, [0, 1, 99]);
   assert.equal(queue.size, 0);
   release();
+});
+
+test('FixedDelayQueue: released out of order with items left waiting, it holds fewer released items than waiting ones (or under 32)', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const release = holdOpen();
+  const fired: number[] = [];
+  let resolve!: () => void;
+  const done = new Promise<void>((r) => {
+    resolve = r;
+  });
+  const queue = fixedQueue(400, (item) => {
+    item.waiting = false;
+    fired.push(item.id);
+    if (fired.length === kept.length) resolve();
+  });
+  const random = seededRandom(11);
+  const refs: Array<WeakRef<Waiting>> = [];
+  let items: Waiting[] = [];
+  // 3,000 items: the first 1,500 released in order (dropped at the head, the emptied front of the
+  // arrays cut off past 1,024), then 1,200 of the rest in random order, leaving 300 waiting.
+  for (let id = 0; id < 3_000; id++) {
+    const item = { id, waiting: true };
+    items.push(item);
+    refs.push(new WeakRef(item));
+    queue.add(item);
+  }
+  for (const item of items.splice(0, 1_500)) {
+    item.waiting = false;
+    queue.release();
+  }
+  for (let i = 0; i < 1_200; i++) {
+    const [item] = items.splice(Math.floor(random() * items.length), 1);
+    item!.waiting = false;
+    queue.release();
+  }
+  const kept = items.map((item) => item.id);
+  assert.equal(queue.size, 300);
+  items = [];
+  await new Promise((r) => setImmediate(r));
+  gc();
+  const held = refs.filter((ref) => ref.deref()?.waiting === false).length;
+  assert.ok(held < 300, `${held} released items still held beside 300 waiting`);
+  await done;
+  assert.deepEqual(fired, kept, 'the waiting items expire, in the order added');
+  assert.equal(queue.size, 0);
+  release();
+});
+
+test('both queues re-arm when a callback throws: the items due after it still expire', async () => {
+  // In a child process: the throw is an uncaught exception, which the test runner would take as
+  // this test's failure.
+  const script = `
+    import { DeadlineQueue, FixedDelayQueue } from ${JSON.stringify(new URL('../src/timers.ts', import.meta.url).href)};
+    const fired = [];
+    const errors = [];
+    process.on('uncaughtException', (error) => errors.push(error.message));
+    const fixed = new FixedDelayQueue(10, (item) => {
+      item.waiting = false;
+      fired.push(item.id);
+      if (item.id === 0) throw new Error('fixed');
+    }, (item) => item.waiting);
+    for (let id = 0; id < 3; id++) fixed.add({ id, waiting: true });
+    const heap = new DeadlineQueue((id) => {
+      fired.push(id);
+      if (id === 10) throw new Error('heap');
+    });
+    heap.add(10, performance.now() + 10);
+    heap.add(11, performance.now() + 10);
+    setTimeout(() => console.log(JSON.stringify({ fired: fired.sort((a, b) => a - b), errors: errors.sort(), sizes: [fixed.size, heap.size] })), 300);
+  `;
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', '--input-type=module', '-e', script],
+    { timeout: 30_000 },
+  );
+  assert.deepEqual(JSON.parse(stdout), {
+    fired: [0, 1, 2, 10, 11],
+    errors: ['fixed', 'heap'],
+    sizes: [0, 0],
+  });
 });
