@@ -901,15 +901,28 @@ export class Conn implements AsyncIterable<Buffer> {
   }
 
   /**
+   * Drops what the connection holds for a handler that is done or cut off (input queued or
+   * buffered in the decoder, replies still to come). A field is stored only when it changes: a
+   * store of the value a field already holds still makes V8 mark the field mutable and discard
+   * the code compiled against it (docs/architecture.md, "Closing cost").
+   */
+  #dropHeld(): void {
+    const svc = this.#svc;
+    if (svc !== undefined && svc.order !== NO_SLOTS) svc.order = NO_SLOTS; // replies still to come are dropped
+    if (this.#queue !== NO_CHUNKS) {
+      this.#queue = NO_CHUNKS;
+      this.#queued = 0;
+    }
+    if (this.#decoder !== undefined) this.#decoder = undefined;
+  }
+
+  /**
    * The handler finished: end gracefully (FIN after flushing) or, if it failed, destroy. Input
    * that arrives from now on is discarded.
    */
   #afterHandler(failed: boolean): void {
     this.#flags |= HANDLER_DONE;
-    if (this.#svc !== undefined) this.#svc.order = NO_SLOTS; // replies still to come are dropped
-    this.#queue = NO_CHUNKS;
-    this.#queued = 0;
-    this.#decoder = undefined;
+    this.#dropHeld();
     if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
     const resolve = this.#readResolve;
     if (resolve !== undefined) {
@@ -1243,15 +1256,12 @@ export class Conn implements AsyncIterable<Buffer> {
     this.#flags |= CUT_OFF | ENDING;
     if ((this.#flags & SERVICE) !== 0) {
       this.#flags |= HANDLER_DONE; // the service stops here: no frame is read or answered any more
-      if (this.#svc !== undefined) this.#svc.order = NO_SLOTS;
     }
     this[kCtx][kCancel](error);
     const cold = this.#coldFields();
     cold.closeError ??= error;
     if ((this.#flags & FRAME_TIMED) !== 0) this.#stopFrameClock();
-    this.#queue = NO_CHUNKS;
-    this.#queued = 0;
-    this.#decoder = undefined;
+    this.#dropHeld();
     const reject = this.#readReject;
     if (reject !== undefined) {
       this.#readDone();
@@ -1741,10 +1751,12 @@ export class Conn implements AsyncIterable<Buffer> {
       }
     }
     const writers = this.#writers;
-    this.#writers = NO_WAITERS;
-    for (const writer of writers) {
-      disarm(writer.deadline);
-      writer.reject(this.#failure());
+    if (writers !== NO_WAITERS) {
+      this.#writers = NO_WAITERS; // only when it changes: see #dropHeld
+      for (const writer of writers) {
+        disarm(writer.deadline);
+        writer.reject(this.#failure());
+      }
     }
     this.#setState('closed');
   }
