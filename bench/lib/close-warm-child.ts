@@ -2,8 +2,8 @@
  * The child of `bench/close-warm.ts`: `--rounds` servers of one `--side` in turn (the service
  * mode's RESP server, or the raw `node:net` baseline's, `startBaseline`), each closed
  * gracefully once the parent has opened its connections, with the CPU of each close per closed
- * connection printed. stdout: `{"port":N}` per server, then `{"round":r,"micros":x}`; stdin: one
- * line per server when its connections are open.
+ * connection printed. stdout: `{"port":N}` per server, then `{"closing":r}` as its close begins
+ * and `{"round":r,"micros":x}`; stdin: one line per server when its connections are open.
  *
  * @module
  */
@@ -24,6 +24,8 @@ async function child(side: Side, conns: number, rounds: number): Promise<void> {
     await lines.next(); // the parent has the connections open, and they are past the grace
     gc?.();
     gc?.();
+    // Marks where the close starts, for a parent counting V8's trace lines (`--jit`).
+    process.stdout.write(`${JSON.stringify({ closing: round })}\n`);
     const before = process.cpuUsage();
     await server.close();
     const cpu = process.cpuUsage(before);

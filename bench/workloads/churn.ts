@@ -1,6 +1,9 @@
 /**
- * Connection churn against the one-shot servers (framework, raw `node:net`, pull floor): one client process
- * opens connections as fast as it can, one 1-byte round trip each, and the server closes.
+ * Connection churn against the one-shot servers: one client process opens connections as fast as
+ * it can, one 1-byte round trip each, and the server closes. The framework's server is the
+ * service mode (`bench/servers/oneshot.ts`), judged against raw `node:net`; the same protocol as
+ * a stream-mode handler (`bench/servers/oneshot-stream.ts`) is a figure of its own beside the
+ * pull floor, which runs it in the same programming model on raw `node:net`.
  *
  * @module
  */
@@ -35,14 +38,22 @@ export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<
   const C = 'churn';
   results.define(C, 'CPU per connection', 'µs', { kind: 'ratioMax', max: 1.05 });
   results.define(C, 'connections/s', 'conn/s', { kind: 'ratioMin', min: 0.95 });
+  // The stream mode's figure: its own samples as the framework's, raw's and the floor's beside.
+  const STREAM = 'CPU per connection, stream mode';
+  results.define(C, STREAM, 'µs');
 
   const churn = (port: number, count: number) => churnLoad(cfg, port, count);
 
-  const servers: { side: Side; sc: ServerChild }[] = [];
+  const servers: { side: Side | 'stream'; sc: ServerChild }[] = [];
   try {
     for (const side of sides(cfg)) {
       const spec = serverSpec(cfg, serverScript(cfg, side, 'oneshot'), `churn-${side}`);
       servers.push({ side, sc: await ServerChild.start(spec) });
+    }
+    // Under --aa the framework's place runs the baseline: there is no stream mode to measure.
+    if (!cfg.aa) {
+      const spec = serverSpec(cfg, 'bench/servers/oneshot-stream.ts', 'churn-stream');
+      servers.push({ side: 'stream', sc: await ServerChild.start(spec) });
     }
     if (!cfg.quick) {
       for (const { side, sc } of servers) {
@@ -54,10 +65,14 @@ export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<
       for (const { side, sc } of servers) {
         const { value: r, m } = await metered(sc.pid, () => churn(sc.port, cfg.churn.count));
         const cpu = m.cpu;
-        results.noteInterference(C, side, run, m.foreign);
         if (r.conns === 0 || r.unanswered) throw new Error(`${side} churn failed: ${JSON.stringify(r)}`);
-        results.add(C, 'CPU per connection', side, cpu / r.conns);
-        results.add(C, 'connections/s', side, r.connsPerSec);
+        if (side === 'stream') results.add(C, STREAM, 'framework', cpu / r.conns);
+        else {
+          results.noteInterference(C, side, run, m.foreign);
+          results.add(C, 'CPU per connection', side, cpu / r.conns);
+          results.add(C, 'connections/s', side, r.connsPerSec);
+          if (side === 'baseline' || side === 'floor') results.add(C, STREAM, side, cpu / r.conns);
+        }
         log(
           `  ${C} run ${run + 1} ${side}: ${(cpu / r.conns).toFixed(1)} µs/conn, ${r.connsPerSec.toFixed(0)} conn/s (${r.errors} errors)`,
         );
