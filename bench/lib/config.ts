@@ -33,7 +33,8 @@ export interface BenchConfig {
    * The paired workload (the performance targets): `rounds` rounds of every RESP configuration,
    * `nPlain` / `nPipelined` requests per server per round, on server processes started afresh
    * (and warmed up with `warmupN` requests each) every `roundsPerProcess` rounds; and
-   * `idleRounds` rounds of `idleConns` idle connections per server.
+   * `idleRounds` rounds of `idleConns` idle connections per server; `rounds` rounds of
+   * `churnConns` one-request connections per server.
    */
   paired: {
     rounds: number;
@@ -43,6 +44,8 @@ export interface BenchConfig {
     warmupN: number;
     idleConns: number;
     idleRounds: number;
+    /** Connections per server per churn round (a connection per request, `bench/load/churn.ts`). */
+    churnConns: number;
   };
   drain: { conns: number; maxMs: number };
   /**
@@ -82,6 +85,7 @@ export function fullConfig(runs = 5, rounds = 30, roundsPerProcess = 5): BenchCo
       warmupN: 100_000,
       idleConns: 10_000,
       idleRounds: 10,
+      churnConns: 10_000,
     },
     drain: { conns: 100, maxMs: 200 },
     cluster: {
@@ -118,6 +122,7 @@ export function quickConfig(): BenchConfig {
       warmupN: 0,
       idleConns: 200,
       idleRounds: 2,
+      churnConns: 300,
     },
     drain: { conns: 10, maxMs: 20 },
     cluster: { workers: 2, churnCount: 300, nPlain: 2_000, nPipelined: 10_000, warmupChurn: 0, warmupN: 0 },

@@ -36,7 +36,9 @@ export function churnLoad(cfg: BenchConfig, port: number, count: number): Promis
 /** Runs the churn figures. */
 export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<void> {
   const C = 'churn';
-  results.define(C, 'CPU per connection', 'µs', { kind: 'ratioMax', max: 1.05 });
+  // Churn's CPU target is judged by the paired workload (rounds in alternating order, an A/A
+  // pair beside): medians of a few runs here do not resolve 5% on a noisy host.
+  results.define(C, 'CPU per connection', 'µs');
   results.define(C, 'connections/s', 'conn/s', { kind: 'ratioMin', min: 0.95 });
   // The stream mode's figure: its own samples as the framework's, raw's and the floor's beside.
   const STREAM = 'CPU per connection, stream mode';

@@ -13,7 +13,8 @@
  * - references, when installed: `go` (`bench/go/resp.go`, GOMAXPROCS=1) and `redis-server`.
  *
  * Figures: CPU per request for RESP PING_MBULK, SET and GET without and with `-P 16`
- * (`redis-benchmark`); RSS per idle connection and server CPU per closed connection for
+ * (`redis-benchmark`); CPU per connection of churn (a connection per request, the one-shot
+ * servers of `CHURN_SCRIPTS`); RSS per idle connection and server CPU per closed connection for
  * `idleConns` idle connections.
  *
  * @module
@@ -25,6 +26,7 @@ import path from 'node:path';
 import { type BenchConfig, serverSpec, type WorkloadContext } from '../lib/config.js';
 import { type Pair, type PairedResults, roundOrder, schedCpuNs } from '../lib/paired.js';
 import { BUILD_DIR, commandLog, ROOT, runToEnd, SERVER_CPU, ServerChild } from '../lib/proc.js';
+import { churnLoad } from './churn.js';
 import { benchSpec, have, redisBenchmarkMissing, startRedis, TESTS } from './resp.js';
 import { idleRun } from './scale.js';
 
@@ -265,10 +267,83 @@ async function idleRounds({ cfg, log }: WorkloadContext, paired: PairedResults):
   }
 }
 
+/** The churn rounds' servers: the one-shot protocol in each mode, raw node:net, the floor. */
+const CHURN_SCRIPTS: Record<string, string> = {
+  service: 'bench/servers/oneshot.ts',
+  raw: 'bench/baseline/oneshot.ts',
+  raw2: 'bench/baseline/oneshot.ts',
+  stream: 'bench/servers/oneshot-stream.ts',
+  floor: 'bench/floor/oneshot.ts',
+};
+
+/** Churn's groups, as the CPU rounds' (two servers alive at a time, an A/A pair beside). */
+const CHURN_GROUPS: readonly CpuGroup[] = [
+  {
+    id: 'service',
+    servers: ['service', 'raw'],
+    pairs: [{ a: 'service', b: 'raw', title: 'service / raw node:net', target: { median: 1.05 } }],
+  },
+  { id: 'aa', servers: ['raw', 'raw2'], pairs: [{ a: 'raw2', b: 'raw', title: 'A/A: raw / raw' }] },
+  {
+    id: 'stream',
+    servers: ['stream', 'floor'],
+    pairs: [{ a: 'stream', b: 'floor', title: 'stream / pull floor' }],
+  },
+];
+
+/**
+ * The churn rounds, group by group: `rounds` rounds of `churnConns` connections per server (each
+ * one request, then the server's FIN), on processes started afresh every `roundsPerProcess`
+ * rounds, CPU from schedstat per connection.
+ */
+async function churnRounds({ cfg, log }: WorkloadContext, paired: PairedResults): Promise<void> {
+  const { rounds, roundsPerProcess: perProcess, churnConns: n } = cfg.paired;
+  const W = 'churn (a connection per request)';
+  if (!W.includes(cfg.match)) return;
+  const pairs = CHURN_GROUPS.flatMap((g) =>
+    g.pairs.map((p) => ({ ...p, a: groupSide(g, p.a), b: groupSide(g, p.b) })),
+  );
+  paired.define(W, 'CPU per connection', 'µs', pairs);
+  const processes = Math.ceil(rounds / perProcess);
+  for (const group of CHURN_GROUPS) {
+    const names = group.servers.filter((name) => wanted(cfg, name));
+    if (names.length < 2) continue;
+    for (let cluster = 0; cluster < processes; cluster++) {
+      const servers: ServerChild[] = [];
+      try {
+        for (const name of names)
+          servers.push(
+            await ServerChild.start(serverSpec(cfg, CHURN_SCRIPTS[name]!, `paired-churn-${name}`)),
+          );
+        const byName = names.map((name, i) => ({ name, sc: servers[i]! }));
+        if (cfg.churn.warmupCount > 0)
+          for (const s of byName) await churnLoad(cfg, s.sc.port, cfg.churn.warmupCount);
+        const end = Math.min(rounds, (cluster + 1) * perProcess);
+        for (let round = cluster * perProcess; round < end; round++) {
+          const cells: string[] = [];
+          for (const s of roundOrder(byName, round)) {
+            const cpu0 = schedCpuNs(s.sc.pid);
+            const r = await churnLoad(cfg, s.sc.port, n);
+            if (r.conns === 0 || r.unanswered)
+              throw new Error(`${s.name} churn failed: ${JSON.stringify(r)}`);
+            const perConn = (schedCpuNs(s.sc.pid) - cpu0) / 1000 / r.conns;
+            paired.add(W, 'CPU per connection', groupSide(group, s.name), round, perConn, cluster);
+            cells.push(`${s.name} ${perConn.toFixed(1)}`);
+          }
+          log(`  ${group.id}: churn round ${round + 1}/${rounds} (µs/conn): ${cells.join(', ')}`);
+        }
+      } finally {
+        for (const sc of servers) await sc.stop();
+      }
+    }
+  }
+}
+
 /** Runs the paired figures into `ctx.paired`. */
 export async function runPaired(ctx: WorkloadContext): Promise<void> {
   const missing = redisBenchmarkMissing();
   if (missing !== undefined) ctx.log(`  CPU rounds skipped: ${missing}`);
   else await cpuRounds(ctx, ctx.paired);
+  await churnRounds(ctx, ctx.paired);
   await idleRounds(ctx, ctx.paired);
 }
