@@ -33,6 +33,18 @@ export function churnLoad(cfg: BenchConfig, port: number, count: number): Promis
   ).then((o) => lastJson<ChurnResult>(o));
 }
 
+/** `churnLoad` for a measured run: fails unless `name`'s server answered every connection. */
+export async function churnServed(
+  cfg: BenchConfig,
+  port: number,
+  count: number,
+  name: string,
+): Promise<ChurnResult> {
+  const r = await churnLoad(cfg, port, count);
+  if (r.conns === 0 || r.unanswered) throw new Error(`${name} churn failed: ${JSON.stringify(r)}`);
+  return r;
+}
+
 /** Runs the churn figures. */
 export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<void> {
   const C = 'churn';
@@ -43,8 +55,6 @@ export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<
   // The stream mode's figure: its own samples as the framework's, raw's and the floor's beside.
   const STREAM = 'CPU per connection, stream mode';
   results.define(C, STREAM, 'µs');
-
-  const churn = (port: number, count: number) => churnLoad(cfg, port, count);
 
   const servers: { side: Side | 'stream'; sc: ServerChild }[] = [];
   try {
@@ -60,14 +70,13 @@ export async function runChurn({ cfg, results, log }: WorkloadContext): Promise<
     if (!cfg.quick) {
       for (const { side, sc } of servers) {
         log(`  warmup ${side}`);
-        await churn(sc.port, cfg.churn.warmupCount);
+        await churnLoad(cfg, sc.port, cfg.churn.warmupCount);
       }
     }
     for (let run = 0; run < cfg.runs; run++) {
       for (const { side, sc } of servers) {
-        const { value: r, m } = await metered(sc.pid, () => churn(sc.port, cfg.churn.count));
+        const { value: r, m } = await metered(sc.pid, () => churnServed(cfg, sc.port, cfg.churn.count, side));
         const cpu = m.cpu;
-        if (r.conns === 0 || r.unanswered) throw new Error(`${side} churn failed: ${JSON.stringify(r)}`);
         if (side === 'stream') results.add(C, STREAM, 'framework', cpu / r.conns);
         else {
           results.noteInterference(C, side, run, m.foreign);

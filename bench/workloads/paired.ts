@@ -26,7 +26,7 @@ import path from 'node:path';
 import { type BenchConfig, serverSpec, type WorkloadContext } from '../lib/config.js';
 import { type Pair, type PairedResults, roundOrder, schedCpuNs } from '../lib/paired.js';
 import { BUILD_DIR, commandLog, ROOT, runToEnd, SERVER_CPU, ServerChild } from '../lib/proc.js';
-import { churnLoad } from './churn.js';
+import { churnLoad, churnServed } from './churn.js';
 import { benchSpec, have, redisBenchmarkMissing, startRedis, TESTS } from './resp.js';
 import { idleRun } from './scale.js';
 
@@ -92,10 +92,12 @@ function groupSide(group: CpuGroup, server: string): string {
   return `${group.id}:${server}`;
 }
 
-/** Every group's pairs, naming the sides they are recorded as. */
-const CPU_PAIRS: readonly Pair[] = CPU_GROUPS.flatMap((g) =>
-  g.pairs.map((p) => ({ ...p, a: groupSide(g, p.a), b: groupSide(g, p.b) })),
-);
+/** Every pair of `groups`, naming the sides they are recorded as. */
+function groupPairs(groups: readonly CpuGroup[]): Pair[] {
+  return groups.flatMap((g) => g.pairs.map((p) => ({ ...p, a: groupSide(g, p.a), b: groupSide(g, p.b) })));
+}
+
+const CPU_PAIRS: readonly Pair[] = groupPairs(CPU_GROUPS);
 
 const MEMORY_PAIRS: readonly Pair[] = [
   { a: 'service', b: 'raw', title: 'service / raw node:net', target: { median: 1.15 } },
@@ -300,10 +302,7 @@ async function churnRounds({ cfg, log }: WorkloadContext, paired: PairedResults)
   const { rounds, roundsPerProcess: perProcess, churnConns: n } = cfg.paired;
   const W = 'churn (a connection per request)';
   if (!W.includes(cfg.match)) return;
-  const pairs = CHURN_GROUPS.flatMap((g) =>
-    g.pairs.map((p) => ({ ...p, a: groupSide(g, p.a), b: groupSide(g, p.b) })),
-  );
-  paired.define(W, 'CPU per connection', 'µs', pairs);
+  paired.define(W, 'CPU per connection', 'µs', groupPairs(CHURN_GROUPS));
   const processes = Math.ceil(rounds / perProcess);
   for (const group of CHURN_GROUPS) {
     const names = group.servers.filter((name) => wanted(cfg, name));
@@ -323,9 +322,7 @@ async function churnRounds({ cfg, log }: WorkloadContext, paired: PairedResults)
           const cells: string[] = [];
           for (const s of roundOrder(byName, round)) {
             const cpu0 = schedCpuNs(s.sc.pid);
-            const r = await churnLoad(cfg, s.sc.port, n);
-            if (r.conns === 0 || r.unanswered)
-              throw new Error(`${s.name} churn failed: ${JSON.stringify(r)}`);
+            const r = await churnServed(cfg, s.sc.port, n, s.name);
             const perConn = (schedCpuNs(s.sc.pid) - cpu0) / 1000 / r.conns;
             paired.add(W, 'CPU per connection', groupSide(group, s.name), round, perConn, cluster);
             cells.push(`${s.name} ${perConn.toFixed(1)}`);
