@@ -30,13 +30,34 @@ after(async () => {
 });
 
 async function waitFor(what: string, ms: number, check: () => boolean): Promise<void> {
-  await within(
-    ms,
-    what,
-    (async () => {
-      while (!check()) await sleep(20);
-    })(),
-  );
+  let waiting = true;
+  try {
+    await within(
+      ms,
+      what,
+      (async () => {
+        while (waiting && !check()) await sleep(20);
+      })(),
+    );
+  } finally {
+    waiting = false;
+  }
+}
+
+/**
+ * Waits for generation `pid` of `a` to be gone. A copy still running after its last line prints
+ * what holds it (the fixture's `still alive` line), so the failure shows it with the app's output.
+ */
+async function waitGone(a: App, pid: number, what: string, ms: number): Promise<void> {
+  try {
+    await waitFor(what, ms, () => !isAlive(pid));
+  } catch (error) {
+    let state = 'gone';
+    try {
+      state = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^State:.*$/m)?.[0] ?? state;
+    } catch {}
+    throw new Error(`${(error as Error).message} (${state}); the app said:\n${a.proc.out.text()}`);
+  }
 }
 
 interface App {
@@ -164,7 +185,7 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       pids.push(pid);
       // Its own last line, then its exit (the drain ends as its last connection goes).
       await a.proc.line(new RegExp(`^gen ${g - 1} pid ${old} exit 0$`), 15_000);
-      await waitFor(`generation ${g - 1} to exit`, 10_000, () => !isAlive(old));
+      await waitGone(a, old, `generation ${g - 1} to exit`, 10_000);
       assert.equal(a.pid(), pid, 'the PID file names the serving process');
       assert.ok(existsSync(a.unixPath), 'the unix socket file is still there');
       await probe.pause();
@@ -188,7 +209,7 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     const last = a.pid();
     process.kill(last, 'SIGTERM');
     await a.proc.line(new RegExp(`^gen 10 pid ${last} exit 0$`), 10_000);
-    await waitFor('the last generation to exit', 5_000, () => !isAlive(last));
+    await waitGone(a, last, 'the last generation to exit', 5_000);
     assert.equal(existsSync(a.unixPath), false, 'the last process removes the socket file');
     assert.equal(existsSync(a.pidFile), false, 'and its PID file');
   });
