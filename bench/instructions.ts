@@ -19,8 +19,13 @@
  * idle rounds of `npm run bench` open them, `--warmup` seconds of rest, then the graceful close of
  * all of them, from the harness's command to the last connection gone, per closed connection.
  *
- * Run: `npx tsx bench/instructions.ts [--servers raw,service] [--workload requests|close]
- * [--test ping_mbulk] [--pipeline 16] [--warmup 60 (close: 5)] [--seconds 30] [--conns 10000]
+ * `--workload churn` counts a connection per request instead (the churn workload's one-shot
+ * servers): `--warmup-conns` connections run uncounted, then `--conns` counted ones, from the first
+ * connect to the server's last connection gone, per connection.
+ *
+ * Run: `npx tsx bench/instructions.ts [--servers raw,service] [--workload requests|close|churn]
+ * [--test ping_mbulk] [--pipeline 16] [--warmup 60 (close: 5)] [--seconds 30]
+ * [--conns 10000 (churn: 3000)] [--warmup-conns 5000]
  * [--hash-seed 7] [--top 25] [--cache-sim] [--keep]` (`--keep` leaves the dumps and perf maps). Needs
  * `valgrind`, and `redis-benchmark` for requests.
  *
@@ -47,12 +52,16 @@ import {
   buildChildren,
   installExitHooks,
   killAll,
+  lastJson,
+  loadSpec,
   nodeArgv,
   ROOT,
+  runToEnd,
   SERVER_CPU,
   ServerChild,
   spawnPinned,
 } from './lib/proc.js';
+import type { ChurnResult } from './workloads/churn.js';
 import { benchSpec } from './workloads/resp.js';
 import { expectFins, type IdleTimeouts, openIdle } from './workloads/scale.js';
 
@@ -66,13 +75,22 @@ const SERVERS: Record<string, string> = {
   floor: 'bench/floor/resp.ts',
 };
 
+/** The churn workload's one-shot servers, by the same names. */
+const ONESHOT: Record<string, string> = {
+  service: 'bench/servers/oneshot.ts',
+  raw: 'bench/baseline/oneshot.ts',
+  stream: 'bench/servers/oneshot-stream.ts',
+  floor: 'bench/floor/oneshot.ts',
+};
+
 interface Options {
-  workload: 'requests' | 'close';
+  workload: 'requests' | 'close' | 'churn';
   test: string;
   pipeline: number;
   warmup: number;
   seconds: number;
   conns: number;
+  warmupConns: number;
   hashSeed: number;
   dir: string;
   keep: boolean;
@@ -81,7 +99,7 @@ interface Options {
 
 /** One server under callgrind, counting nothing until `callgrind_control -i on`. */
 function startUnderCallgrind(server: string, opts: Options): Promise<ServerChild> {
-  const node = nodeArgv(SERVERS[server]!, [
+  const node = nodeArgv((opts.workload === 'churn' ? ONESHOT : SERVERS)[server]!, [
     '--expose-gc',
     '--perf-basic-prof',
     `--hash-seed=${opts.hashSeed}`,
@@ -184,6 +202,33 @@ async function measureClose(server: string, opts: Options): Promise<Count> {
   return readDump(server, sc.pid, opts, n);
 }
 
+/** `count` one-shot connections from the churn client, 16 at a time (as the churn rounds run); all must be answered. */
+async function churn(sc: ServerChild, server: string, count: number): Promise<void> {
+  const spec = loadSpec('bench/load/churn.ts', { port: sc.port, count, concurrency: 16, seconds: 3600 });
+  const r = lastJson<ChurnResult>(await runToEnd(spec, UNDER_VALGRIND.close));
+  if (r.conns !== count || r.unanswered || r.errors)
+    throw new Error(`${server} churn failed: ${JSON.stringify(r)}`);
+}
+
+/**
+ * Churn: `--warmup-conns` connections uncounted (the JIT settles), then `--conns` counted, until
+ * the server's last connection is gone (the client sees the FIN before the server's 'close').
+ */
+async function measureChurn(server: string, opts: Options): Promise<Count> {
+  const sc = await startUnderCallgrind(server, opts);
+  try {
+    await churn(sc, server, opts.warmupConns);
+    await sleep(opts.warmup * 1000);
+    await counted(sc, async () => {
+      await churn(sc, server, opts.conns);
+      while (Number((await sc.call('open', UNDER_VALGRIND.close)).open) > 0) await sleep(100);
+    });
+  } finally {
+    await sc.stop();
+  }
+  return readDump(server, sc.pid, opts, opts.conns);
+}
+
 /** The simulated figures, as printed. */
 const SIMULATED: ReadonlyArray<[keyof Simulated, string]> = [
   ['l1Data', 'L1 data misses'],
@@ -202,28 +247,30 @@ async function main(): Promise<void> {
   const servers = (args.get('servers') ?? 'raw,service').split(',');
   for (const s of servers) if (!(s in SERVERS)) throw new Error(`--servers: unknown server ${s}`);
   const workload = args.get('workload') ?? 'requests';
-  if (workload !== 'requests' && workload !== 'close')
-    throw new Error(`--workload: requests or close, not ${workload}`);
+  if (workload !== 'requests' && workload !== 'close' && workload !== 'churn')
+    throw new Error(`--workload: requests, close or churn, not ${workload}`);
   const opts: Options = {
     workload,
     test: args.get('test') ?? 'ping_mbulk',
     pipeline: num(args, 'pipeline', 16),
-    warmup: num(args, 'warmup', workload === 'close' ? 5 : 60),
+    warmup: num(args, 'warmup', workload === 'requests' ? 60 : 5),
     seconds: num(args, 'seconds', 30),
-    conns: num(args, 'conns', 10_000),
+    conns: num(args, 'conns', workload === 'churn' ? 3_000 : 10_000),
+    warmupConns: num(args, 'warmup-conns', 5_000),
     hashSeed: num(args, 'hash-seed', 7),
     dir: mkdtempSync(path.join(tmpdir(), 'tcpserver-instructions-')),
     keep: args.has('keep'),
     cacheSim: args.has('cache-sim'),
   };
   const top = num(args, 'top', 25);
-  const unit = workload === 'close' ? 'closed connection' : 'request';
+  const unit = { requests: 'request', close: 'closed connection', churn: 'connection' }[workload];
+  const measure = { requests: measureRequests, close: measureClose, churn: measureChurn }[workload];
   installExitHooks();
   buildChildren();
   const counts: Count[] = [];
   try {
     for (const s of servers) {
-      const c = workload === 'close' ? await measureClose(s, opts) : await measureRequests(s, opts);
+      const c = await measure(s, opts);
       counts.push(c);
       console.log(
         `${s}: ${c.total.toFixed(0)} instructions per ${unit} (${c.requests} counted; TurboFan ${c.compiler.toFixed(0)} per ${unit})`,

@@ -223,26 +223,33 @@ export class DeadlineQueue<T> {
   }
 }
 
+/** Slots an emptied {@link FixedDelayQueue} keeps for reuse. */
+const REUSE_LIMIT = 1024;
+
 /**
  * Deadlines that are all the same `delay` after the moment they are added, so they come due in
  * the order they were added: a FIFO under one unref'd timer, where a {@link DeadlineQueue} would
  * pay a heap and a map (the linger after our FIN: thousands of closing connections at once, each
  * with the server's one `lingerTimeout`; see docs/architecture.md, "Timers").
  *
- * Adding is two pushes. Cancelling is O(1) and lazy: the item's owner makes `isWaiting(item)`
+ * Adding is two stores. Cancelling is O(1) and lazy: the item's owner makes `isWaiting(item)`
  * false and calls `release()`; a released item is skipped when it comes due, and dropped sooner,
  * by a compaction, once released items are half the queue: the queue never holds more released
  * items than the items still waiting, plus up to 31, so a closed connection is not kept for the
- * delay.
+ * delay. A queue that empties starts again at the front of the same arrays, so a server whose
+ * connections close a few at a time (churn) allocates nothing per connection here; arrays grown
+ * past `REUSE_LIMIT` slots by a burst (a shutdown) are let go once it is over.
  */
 export class FixedDelayQueue<T> {
   readonly #delay: number;
   readonly #onExpire: (item: T) => void;
   readonly #isWaiting: (item: T) => boolean;
-  /** The items from `#head` on, in the order added; `#ats` holds their deadlines. */
+  /** The items from `#head` to `#tail`, in the order added; `#ats` holds their deadlines. */
   #items: Array<T | undefined> = [];
   #ats: number[] = [];
   #head = 0;
+  /** One past the last item: the arrays' slots from here on are free (an emptied queue's, reused). */
+  #tail = 0;
   /** Items in the queue whose owner released them. */
   #released = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -255,13 +262,15 @@ export class FixedDelayQueue<T> {
 
   /** How many items wait for their deadline. */
   get size(): number {
-    return this.#items.length - this.#head - this.#released;
+    return this.#tail - this.#head - this.#released;
   }
 
   /** Schedules `onExpire(item)` `delay` ms from now, unless `item` is released before. */
   add(item: T): void {
-    this.#items.push(item);
-    this.#ats.push(performance.now() + this.#delay);
+    // A store at the arrays' length appends; below it, the slot of an emptied queue is reused.
+    const tail = this.#tail++;
+    this.#items[tail] = item;
+    this.#ats[tail] = performance.now() + this.#delay;
     if (this.#timer === undefined) this.#arm();
   }
 
@@ -272,33 +281,37 @@ export class FixedDelayQueue<T> {
     // released ones at the head go at once; a compaction catches the rest.
     this.#dropReleasedHead();
     const released = this.#released;
-    if (released >= 32 && released * 2 >= this.#items.length - this.#head) this.#compact();
+    if (released >= 32 && released * 2 >= this.#tail - this.#head) this.#compact();
   }
 
-  /** Drops released items at the head, and the emptied front of the arrays once it is long. */
+  /** Drops released items at the head; an emptied queue starts again at the front of its arrays. */
   #dropReleasedHead(): void {
     const items = this.#items;
+    const tail = this.#tail;
     let head = this.#head;
-    while (this.#released > 0 && head < items.length && !this.#isWaiting(items[head] as T)) {
+    while (this.#released > 0 && head < tail && !this.#isWaiting(items[head] as T)) {
       items[head++] = undefined;
       this.#released--;
     }
-    this.#head = head;
-    if (head === items.length) {
-      if (head > 0) {
+    if (head === tail) {
+      this.#head = 0;
+      this.#tail = 0;
+      if (tail > REUSE_LIMIT) {
         this.#items = [];
         this.#ats = [];
-        this.#head = 0;
       }
-    } else if (head >= 1024 && head * 2 >= items.length) this.#compact();
+    } else {
+      this.#head = head;
+      if (head >= 1024 && head * 2 >= tail) this.#compact();
+    }
   }
 
-  /** Keeps the items still waiting, in order. */
+  /** Keeps the items still waiting, in order, in arrays of their own size. */
   #compact(): void {
     const items: T[] = [];
     const ats: number[] = [];
     const from = this.#items;
-    for (let i = this.#head; i < from.length; i++) {
+    for (let i = this.#head; i < this.#tail; i++) {
       const item = from[i] as T;
       if (!this.#isWaiting(item)) continue;
       items.push(item);
@@ -307,6 +320,7 @@ export class FixedDelayQueue<T> {
     this.#items = items;
     this.#ats = ats;
     this.#head = 0;
+    this.#tail = items.length;
     this.#released = 0;
   }
 
@@ -321,7 +335,7 @@ export class FixedDelayQueue<T> {
     const now = performance.now();
     try {
       // Fields are read again per item: a callback may add, or release (and so compact).
-      while (this.#head < this.#items.length && this.#ats[this.#head]! <= now) {
+      while (this.#head < this.#tail && this.#ats[this.#head]! <= now) {
         const item = this.#items[this.#head] as T;
         this.#items[this.#head++] = undefined;
         if (this.#isWaiting(item)) this.#onExpire(item);
@@ -330,7 +344,7 @@ export class FixedDelayQueue<T> {
       this.#dropReleasedHead();
     } finally {
       // Re-armed even when a callback throws: the items after it are not stranded.
-      if (this.#timer === undefined && this.#items.length > this.#head) this.#arm();
+      if (this.#timer === undefined && this.#tail > this.#head) this.#arm();
     }
   };
 }

@@ -270,6 +270,39 @@ test('FixedDelayQueue property: any mix of adds and releases expires exactly the
   release();
 });
 
+test('FixedDelayQueue: a queue that empties starts again at the front, and fires only what was added since', async () => {
+  const release = holdOpen();
+  const fired: number[] = [];
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  const queue = fixedQueue(20, (item) => {
+    item.waiting = false;
+    fired.push(item.id);
+    if (fired.length === 2) resolve();
+  });
+  // Emptied twice: the slots behind the front hold earlier items' (past) deadlines, not theirs.
+  for (let round = 0; round < 2; round++) {
+    const earlier = Array.from({ length: 5 }, (_, i) => ({ id: round * 10 + i, waiting: true }));
+    for (const item of earlier) queue.add(item);
+    for (const item of earlier.reverse()) {
+      item.waiting = false;
+      queue.release();
+    }
+    assert.equal(queue.size, 0);
+  }
+  await new Promise((r) => setTimeout(r, 30)); // the earlier deadlines are past
+  queue.add({ id: 100, waiting: true });
+  queue.add({ id: 101, waiting: true });
+  assert.equal(queue.size, 2);
+  await promise;
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(fired, [100, 101]);
+  assert.equal(queue.size, 0);
+  release();
+});
+
 test('FixedDelayQueue: a callback may add and release while items expire', async () => {
   const release = holdOpen();
   const fired: number[] = [];
