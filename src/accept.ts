@@ -20,6 +20,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { AcceptClock } from './accept-clock.js';
 import { Conn } from './conn.js';
+import type { ConnList } from './conn-list.js';
 import { ConnectionAgeError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import type { ProxyHeader } from './proxy-protocol.js';
@@ -52,7 +53,7 @@ export interface AcceptHost {
   /** True while the server accepts (serving, not closing). */
   readonly accepting: boolean;
   /** The open connections. */
-  readonly conns: ReadonlySet<Conn>;
+  readonly conns: ConnList;
   /** Step 1 failed: the socket is closed at once and counted. */
   reject(socket: Socket, reason: RejectReason): void;
   /** Step 2: the connection exists (state `new`): track it, count it, announce it. */

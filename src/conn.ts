@@ -40,10 +40,12 @@ import {
   kForced,
   kFresh,
   kLingerQueue,
+  kNext,
   kOnHandlerError,
   kOnLingerTimeout,
   kOnState,
   kOnTimeout,
+  kPrev,
   kReadLimits,
   kRun,
   kServe,
@@ -202,6 +204,17 @@ const slowFrames = new DeadlineQueue<Conn>((conn) => checkFrame(conn));
 /** Where a socket keeps its Conn, so one set of listener functions serves every connection. */
 const kConn = Symbol('tcpserver.conn');
 type ConnSocket = Socket & { [kConn]: Conn };
+
+/**
+ * Drops a socket's link to its connection once no listener needs it. A closed socket can outlive
+ * its close until the next full collection (Node 24 keeps it that long), and the young
+ * generation's collector then copies and promotes everything it still points at: without this,
+ * each closed connection with its context, decoder and replies (docs/architecture.md,
+ * "Connection list").
+ */
+function unlinkSocket(socket: Socket): void {
+  (socket as Partial<ConnSocket>)[kConn] = undefined;
+}
 
 /** The deadline and cancellation of one waiting call, made only for calls given `IoOptions`. */
 interface Deadline {
@@ -461,6 +474,10 @@ export class Conn implements AsyncIterable<Buffer> {
   #cold: ColdFields | undefined;
   /** Service mode only, made when first needed (see `SERVICE`). */
   #svc: ServiceRun | undefined;
+  /** @internal Its neighbours in its server's list of open connections (see `ConnList`). */
+  [kPrev]: Conn | undefined = undefined;
+  /** @internal */
+  [kNext]: Conn | undefined = undefined;
 
   /**
    * @internal Created by the accept pipeline for each accepted socket. Accept stages (PROXY
@@ -488,6 +505,7 @@ export class Conn implements AsyncIterable<Buffer> {
       accepted.off('error', onError);
       accepted.off('close', onClose);
       accepted.on('error', noop); // node:tls forwards the accepted socket's errors to `stream`
+      unlinkSocket(accepted);
       this.#socket = stream;
       (stream as ConnSocket)[kConn] = this;
       stream.on('error', onError);
@@ -526,10 +544,13 @@ export class Conn implements AsyncIterable<Buffer> {
       this[kConn].#onEnd();
     };
     onError = function (this: ConnSocket, error: Error) {
-      this[kConn].#onError(error);
+      // Only an error can come after 'close' (from user code emitting it): nothing to record then.
+      const conn = (this as Partial<ConnSocket>)[kConn];
+      if (conn !== undefined) conn.#onError(error);
     };
     onClose = function (this: ConnSocket) {
       this[kConn].#onClose();
+      unlinkSocket(this);
     };
     onDrain = function (this: ConnSocket) {
       this[kConn].#onDrain();

@@ -31,6 +31,7 @@ import {
   lingerQueue,
   type ReadLimits,
 } from './conn.js';
+import { ConnList } from './conn-list.js';
 import { channels } from './diagnostics.js';
 import { ConnClosedError, InvalidOptionError, ServerClosedError } from './errors.js';
 import { type FdUsage, watchFds } from './fd-watch.js';
@@ -158,7 +159,7 @@ export class Server extends EventEmitter implements ConnOwner {
   #bound: BoundAddress[] = [];
   #readyFlag = true;
   #reusePort: boolean;
-  readonly #conns = new Set<Conn>();
+  readonly #conns = new ConnList();
   /** `'connState'` has a listener: kept by the listener methods (see `#recount`). */
   #stateListeners = false;
   readonly #totals = {

@@ -27,6 +27,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Conn } from './conn.js';
+import type { ConnList } from './conn-list.js';
 import { ServerClosedError } from './errors.js';
 import type { Logger } from './options.js';
 import { kEndAfterFirstRequest, kEndNowIfIdle, kEndWhenIdle, kForce, kForced, kFresh } from './symbols.js';
@@ -47,7 +48,7 @@ export interface ShutdownHost {
   readonly name: string;
   readonly logger: Logger | undefined;
   /** The open connections (every state but `closed`). */
-  readonly conns: ReadonlySet<Conn>;
+  readonly conns: ConnList;
   /** True while listeners are being bound: the shutdown cannot finish before they exist. */
   readonly binding: boolean;
   /**

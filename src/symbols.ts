@@ -49,3 +49,6 @@ export const kHandOff = Symbol('tcpserver.handOff');
 export const kFresh = Symbol('tcpserver.fresh');
 /** `Conn`: shutdown of a connection that has sent nothing yet: serve its first request, then end. */
 export const kEndAfterFirstRequest = Symbol('tcpserver.endAfterFirstRequest');
+/** `Conn`: its neighbours in its server's `ConnList` (see conn-list.ts). */
+export const kPrev = Symbol('tcpserver.prev');
+export const kNext = Symbol('tcpserver.next');
