@@ -19,7 +19,7 @@
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { AcceptClock } from './accept-clock.js';
-import { Conn } from './conn.js';
+import { ageSlot, Conn } from './conn.js';
 import type { ConnList } from './conn-list.js';
 import { ConnectionAgeError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
@@ -83,7 +83,10 @@ export class AcceptPipeline {
     this.#tls = options.tls === undefined ? undefined : new TlsStage(options.tls, options.handshakeTimeout);
     const age = options.maxConnectionAge;
     if (age > 0 && age !== Infinity) {
-      this.#ages = new DeadlineQueue<Conn>((conn) => conn[kEndWhenIdle](new ConnectionAgeError(age)));
+      this.#ages = new DeadlineQueue<Conn>(
+        (conn) => conn[kEndWhenIdle](new ConnectionAgeError(age)),
+        ageSlot,
+      );
     }
     const grace = options.firstRequestGrace;
     if (grace > 0) {

@@ -52,7 +52,7 @@ import {
   kService,
   kWatching,
 } from './symbols.js';
-import { DeadlineQueue, describeValue, FixedDelayQueue, isTimeout } from './timers.js';
+import { DeadlineQueue, type DeadlineSlot, describeValue, FixedDelayQueue, isTimeout } from './timers.js';
 
 /**
  * A connection's place in its life (docs/architecture.md, "Connection states"):
@@ -193,13 +193,18 @@ export function lingerQueue(timeout: number): FixedDelayQueue<Conn> | undefined 
 }
 
 /**
- * Connections waiting on half a frame while `frameTimeout` or `minDataRate` applies, with when
- * that frame's first byte came: a map beside the queue, so an idle connection carries no field
- * for it. The queue's deadline is the next moment a limit could be crossed.
+ * Where a connection keeps its place in its server's `maxConnectionAge` queue (accept.ts) and in
+ * a shutdown's spread queue (shutdown.ts): cold fields, so a connection without either carries
+ * nothing for them (docs/architecture.md, "Timers").
  */
-const frameStarts = new Map<Conn, number>();
-let checkFrame: (conn: Conn) => void;
-const slowFrames = new DeadlineQueue<Conn>((conn) => checkFrame(conn));
+export let ageSlot: DeadlineSlot<Conn>;
+export let spreadSlot: DeadlineSlot<Conn>;
+/**
+ * Connections waiting on half a frame while `frameTimeout` or `minDataRate` applies (the frame's
+ * first byte came at the cold field `frameStart`). The deadline is the next moment a limit could
+ * be crossed.
+ */
+let slowFrames: DeadlineQueue<Conn>;
 
 /** Where a socket keeps its Conn, so one set of listener functions serves every connection. */
 const kConn = Symbol('tcpserver.conn');
@@ -244,6 +249,12 @@ interface ColdFields {
   remote: { address: string | undefined; port: number | undefined } | undefined;
   /** The PROXY protocol header the connection arrived with. */
   proxy: ProxyHeader | undefined;
+  /** Places in deadline queues (see `DeadlineSlot`): `maxConnectionAge`, spread closing, a slow frame. */
+  ageSlot: number;
+  spreadSlot: number;
+  frameSlot: number;
+  /** When the frame that `frameTimeout` / `minDataRate` time began (while `FRAME_TIMED`). */
+  frameStart: number;
 }
 
 /*
@@ -287,7 +298,7 @@ const AWAIT_FIRST = 1 << 14;
 const CUT_OFF = 1 << 15;
 /** A read limit has been reported for this connection (each connection is counted once). */
 const TIMED_OUT = 1 << 16;
-/** A frame in progress is timed (`frameStarts` and `slowFrames` hold this connection). */
+/** A frame in progress is timed (`slowFrames` holds this connection; `frameStart` says since when). */
 const FRAME_TIMED = 1 << 17;
 /** Service mode: `end()` was called; later frames are not read, the connection ends after the last reply. */
 const SVC_END = 1 << 18;
@@ -561,7 +572,24 @@ export class Conn implements AsyncIterable<Buffer> {
     onTimeout = function (this: ConnSocket) {
       this[kConn].#onIdleTimeout();
     };
-    checkFrame = (conn) => conn.#checkFrame();
+    ageSlot = {
+      get: (conn) => conn.#cold?.ageSlot ?? -1,
+      set: (conn, index) => {
+        conn.#coldFields().ageSlot = index;
+      },
+    };
+    spreadSlot = {
+      get: (conn) => conn.#cold?.spreadSlot ?? -1,
+      set: (conn, index) => {
+        conn.#coldFields().spreadSlot = index;
+      },
+    };
+    slowFrames = new DeadlineQueue<Conn>((conn) => conn.#checkFrame(), {
+      get: (conn) => conn.#cold?.frameSlot ?? -1,
+      set: (conn, index) => {
+        conn.#coldFields().frameSlot = index;
+      },
+    });
     endIfQuiet = (conns) => {
       for (const conn of conns) conn.#endIfQuiet();
     };
@@ -1055,6 +1083,10 @@ export class Conn implements AsyncIterable<Buffer> {
       resolveFinished: undefined,
       remote: undefined,
       proxy: undefined,
+      ageSlot: -1,
+      spreadSlot: -1,
+      frameSlot: -1,
+      frameStart: 0,
     };
     return this.#cold;
   }
@@ -1307,7 +1339,7 @@ export class Conn implements AsyncIterable<Buffer> {
     if (frameTimeout === 0 && bytesPerSecond === 0) return;
     const now = performance.now();
     this.#flags |= FRAME_TIMED;
-    frameStarts.set(this, now);
+    this.#coldFields().frameStart = now;
     slowFrames.add(
       this,
       now +
@@ -1317,7 +1349,6 @@ export class Conn implements AsyncIterable<Buffer> {
 
   #stopFrameClock(): void {
     this.#flags &= ~FRAME_TIMED;
-    frameStarts.delete(this);
     slowFrames.delete(this);
   }
 
@@ -1327,7 +1358,7 @@ export class Conn implements AsyncIterable<Buffer> {
    * deadline, or when the bytes received so far would fall under the rate.
    */
   #checkFrame(): void {
-    const start = frameStarts.get(this)!;
+    const start = this.#cold!.frameStart;
     const { frameTimeout, bytesPerSecond, grace } = this.#owner[kReadLimits];
     const now = performance.now();
     const elapsed = now - start;

@@ -24,7 +24,7 @@ import {
   type ProxyVersions,
   parseProxyHeader,
 } from './proxy-protocol.js';
-import { DeadlineQueue, describeValue, duration } from './timers.js';
+import { DeadlineQueue, describeValue, duration, fieldSlot, type Slotted } from './timers.js';
 
 /** The `proxyProtocol` option. */
 export interface ProxyProtocolOptions {
@@ -111,7 +111,8 @@ function addTrusted(list: BlockList, entry: unknown): void {
 }
 
 /** One socket waiting for its header. */
-interface Pending {
+/** A socket waiting for its header; `slot` is its place in the timeout queue. */
+interface Pending extends Slotted {
   readonly socket: Socket;
   readonly done: (header: ProxyHeader) => void;
   readonly fail: (reason: ProxyFailure, error: Error | undefined) => void;
@@ -127,12 +128,14 @@ interface Pending {
 export class ProxyStage {
   readonly #options: ResolvedProxyOptions;
   readonly #max: number;
-  readonly #deadlines = new DeadlineQueue<Pending>((pending) =>
-    this.#fail(
-      pending,
-      'proxy-timeout',
-      new ProxyProtocolError(`no complete PROXY header within ${this.#options.timeout} ms`),
-    ),
+  readonly #deadlines = new DeadlineQueue<Pending>(
+    (pending) =>
+      this.#fail(
+        pending,
+        'proxy-timeout',
+        new ProxyProtocolError(`no complete PROXY header within ${this.#options.timeout} ms`),
+      ),
+    fieldSlot,
   );
 
   constructor(options: ResolvedProxyOptions) {
@@ -163,6 +166,7 @@ export class ProxyStage {
       fail,
       bytes: undefined,
       length: 0,
+      slot: -1,
       onData: (chunk) => this.#onData(pending, chunk),
       onClose: () =>
         this.#fail(

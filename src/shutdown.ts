@@ -26,7 +26,7 @@
  * @module
  */
 import { performance } from 'node:perf_hooks';
-import type { Conn } from './conn.js';
+import { type Conn, spreadSlot } from './conn.js';
 import type { ConnList } from './conn-list.js';
 import { ServerClosedError } from './errors.js';
 import type { Logger } from './options.js';
@@ -110,7 +110,7 @@ export class Shutdown {
     const window = Math.min(spread, cap);
     const start = performance.now();
     const moment = (conn: Conn, after: number): void => {
-      this.#moments ??= new DeadlineQueue<Conn>((c) => c[kEndNowIfIdle]());
+      this.#moments ??= new DeadlineQueue<Conn>((c) => c[kEndNowIfIdle](), spreadSlot);
       if (conn.state !== 'closed') this.#moments.add(conn, start + after);
     };
     for (const conn of host.conns) {

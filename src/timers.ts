@@ -70,11 +70,28 @@ export function jitter(ms: number, fraction: number, random: Random): number {
   return ms * (1 + fraction * (2 * random() - 1));
 }
 
-interface Entry<T> {
-  item: T;
-  at: number;
-  index: number;
+/**
+ * Where an item keeps its place in one {@link DeadlineQueue}: its index in the queue's heap, or
+ * `-1` while it has no deadline there. The item holds it, not the queue: a queue that mapped
+ * items to places would keep pointing at items it let go (see {@link DeadlineQueue}).
+ */
+export interface DeadlineSlot<T> {
+  get(item: T): number;
+  set(item: T, index: number): void;
 }
+
+/** An item that keeps its place in a field of its own (one queue per item). */
+export interface Slotted {
+  slot: number;
+}
+
+/** The {@link DeadlineSlot} of a {@link Slotted} item. */
+export const fieldSlot: DeadlineSlot<Slotted> = {
+  get: (item) => item.slot,
+  set: (item, index) => {
+    item.slot = index;
+  },
+};
 
 /**
  * Deadlines for many items under one timer. `add(item, at)` schedules `onExpire(item)` at the
@@ -83,36 +100,42 @@ interface Entry<T> {
  * random spread), and the timer is re-armed only when the earliest deadline changes. Deadlines
  * are absolute, so a queue has no length limit of its own; the timer is unref'd: the sockets whose
  * deadlines these are keep the process alive, the queue never does.
+ *
+ * The heap is two arrays (items, deadlines) and each item keeps its own index (`slot`), so
+ * adding allocates nothing and an item that leaves is referenced by nothing the queue holds.
+ * A `Map` from item to place would keep closed connections alive: its discarded hash tables,
+ * once old, point at the items they held until the next full collection, and the young
+ * generation's collector then copies each closed connection (docs/architecture.md, "Timers").
  */
 export class DeadlineQueue<T> {
   readonly #onExpire: (item: T) => void;
-  readonly #heap: Entry<T>[] = [];
-  readonly #entries = new Map<T, Entry<T>>();
+  readonly #slot: DeadlineSlot<T>;
+  readonly #items: T[] = [];
+  readonly #ats: number[] = [];
   #timer: NodeJS.Timeout | undefined;
   /** When the timer fires, while armed. */
   #armedAt = Infinity;
 
-  constructor(onExpire: (item: T) => void) {
+  constructor(onExpire: (item: T) => void, slot: DeadlineSlot<T>) {
     this.#onExpire = onExpire;
+    this.#slot = slot;
   }
 
   /** How many items wait for their deadline. */
   get size(): number {
-    return this.#heap.length;
+    return this.#items.length;
   }
 
   /** Schedules (or moves) `item`'s deadline to the absolute time `at`. */
   add(item: T, at: number): void {
-    const existing = this.#entries.get(item);
-    if (existing !== undefined) {
-      existing.at = at;
-      this.#siftUp(existing.index);
-      this.#siftDown(existing.index);
+    const index = this.#slot.get(item);
+    if (index >= 0) {
+      this.#ats[index] = at;
+      this.#sift(index);
     } else {
-      const entry: Entry<T> = { item, at, index: this.#heap.length };
-      this.#heap.push(entry);
-      this.#entries.set(item, entry);
-      this.#siftUp(entry.index);
+      this.#items.push(item);
+      this.#ats.push(at);
+      this.#sift(this.#items.length - 1);
     }
     if (at < this.#armedAt) this.#arm();
   }
@@ -123,34 +146,35 @@ export class DeadlineQueue<T> {
    * for every connection that closes before its deadline is what one shared timer saves.
    */
   delete(item: T): boolean {
-    const entry = this.#entries.get(item);
-    if (entry === undefined) return false;
-    this.#entries.delete(item);
-    this.#removeAt(entry.index);
+    const index = this.#slot.get(item);
+    if (index < 0) return false;
+    this.#slot.set(item, -1);
+    this.#removeAt(index);
     return true;
   }
 
   /** True while `item` has a deadline. */
   has(item: T): boolean {
-    return this.#entries.has(item);
+    return this.#slot.get(item) >= 0;
   }
 
   /** Cancels every deadline. */
   clear(): void {
-    this.#heap.length = 0;
-    this.#entries.clear();
+    for (const item of this.#items) this.#slot.set(item, -1);
+    this.#items.length = 0;
+    this.#ats.length = 0;
     this.#disarm();
   }
 
   #arm(): void {
-    const head = this.#heap[0];
-    if (head === undefined) {
+    if (this.#items.length === 0) {
       this.#disarm();
       return;
     }
     if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#armedAt = head.at;
-    const delay = Math.min(Math.max(0, head.at - performance.now()), MAX_DELAY_MS);
+    const at = this.#ats[0]!;
+    this.#armedAt = at;
+    const delay = Math.min(Math.max(0, at - performance.now()), MAX_DELAY_MS);
     this.#timer = setTimeout(this.#fire, delay);
     this.#timer.unref();
   }
@@ -165,12 +189,14 @@ export class DeadlineQueue<T> {
     this.#timer = undefined;
     this.#armedAt = Infinity;
     const now = performance.now();
+    const items = this.#items;
     try {
       // Expire everything due; a callback may add or delete items meanwhile (the heap stays valid).
-      for (let head = this.#heap[0]; head !== undefined && head.at <= now; head = this.#heap[0]) {
-        this.#entries.delete(head.item);
+      while (items.length > 0 && this.#ats[0]! <= now) {
+        const item = items[0]!;
+        this.#slot.set(item, -1);
         this.#removeAt(0);
-        this.#onExpire(head.item);
+        this.#onExpire(item);
       }
     } finally {
       // Re-armed even when a callback throws: the items after it are not stranded.
@@ -178,48 +204,47 @@ export class DeadlineQueue<T> {
     }
   };
 
+  /** Takes the item at `index` out (its slot is already cleared): the last one fills the gap. */
   #removeAt(index: number): void {
-    const heap = this.#heap;
-    const last = heap.pop()!;
-    if (index === heap.length) return;
-    heap[index] = last;
-    last.index = index;
-    this.#siftUp(index);
-    this.#siftDown(last.index);
+    const item = this.#items.pop()!;
+    const at = this.#ats.pop()!;
+    if (index === this.#items.length) return;
+    this.#items[index] = item;
+    this.#ats[index] = at;
+    this.#sift(index);
   }
 
-  #siftUp(index: number): void {
-    const heap = this.#heap;
-    const entry = heap[index]!;
-    while (index > 0) {
-      const parentIndex = (index - 1) >> 1;
-      const parent = heap[parentIndex]!;
-      if (parent.at <= entry.at) break;
-      heap[index] = parent;
-      parent.index = index;
-      index = parentIndex;
+  /** Moves the item at `index` up or down to where its deadline belongs, and records its place. */
+  #sift(index: number): void {
+    const items = this.#items;
+    const ats = this.#ats;
+    const item = items[index]!;
+    const at = ats[index]!;
+    let hole = index;
+    while (hole > 0) {
+      const parent = (hole - 1) >> 1;
+      if (ats[parent]! <= at) break;
+      this.#place(hole, items[parent]!, ats[parent]!);
+      hole = parent;
     }
-    heap[index] = entry;
-    entry.index = index;
+    if (hole === index) {
+      const length = items.length;
+      for (;;) {
+        let child = 2 * hole + 1;
+        if (child >= length) break;
+        if (child + 1 < length && ats[child + 1]! < ats[child]!) child++;
+        if (ats[child]! >= at) break;
+        this.#place(hole, items[child]!, ats[child]!);
+        hole = child;
+      }
+    }
+    this.#place(hole, item, at);
   }
 
-  #siftDown(index: number): void {
-    const heap = this.#heap;
-    const length = heap.length;
-    const entry = heap[index]!;
-    for (;;) {
-      let child = 2 * index + 1;
-      if (child >= length) break;
-      const right = child + 1;
-      if (right < length && heap[right]!.at < heap[child]!.at) child = right;
-      const smaller = heap[child]!;
-      if (smaller.at >= entry.at) break;
-      heap[index] = smaller;
-      smaller.index = index;
-      index = child;
-    }
-    heap[index] = entry;
-    entry.index = index;
+  #place(index: number, item: T, at: number): void {
+    this.#items[index] = item;
+    this.#ats[index] = at;
+    this.#slot.set(item, index);
   }
 }
 

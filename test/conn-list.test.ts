@@ -1,7 +1,7 @@
 /**
  * ConnList, the server's list of open connections (docs/architecture.md, "Connection list"): its
  * order and bookkeeping, and what it is for: a closed connection leaves nothing that the young
- * generation's collector would copy.
+ * generation's collector would copy (nor do the deadline queues: docs/architecture.md, "Timers").
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -94,7 +94,10 @@ test('ConnList property: any mix of adds and deletes leaves the live connections
 });
 
 const run = promisify(execFile);
-async function promotedPerConn(mode: 'framework' | 'bare'): Promise<number[]> {
+const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
+async function promotedPerConn(
+  mode: 'framework' | 'framework-age' | 'framework-proxy' | 'bare',
+): Promise<number[]> {
   const { stdout } = await run(
     process.execPath,
     ['--expose-gc', '--import', 'tsx', 'test/fixtures/gc-churn.ts', mode],
@@ -106,7 +109,6 @@ async function promotedPerConn(mode: 'framework' | 'bare'): Promise<number[]> {
 test('closed connections leave the young generation: the framework promotes about what bare node:net does per closed connection', async () => {
   const bare = await promotedPerConn('bare');
   const framework = await promotedPerConn('framework');
-  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
   // Bare node:net tracks nothing: ~750 B per connection on Node 20 and 24 (its socket's own
   // leftovers). A Set of connections doubled that on Node 20 (~2,000 B); the socket's link to its
   // Conn, kept after 'close', cost ~600 B on Node 24.
@@ -115,4 +117,18 @@ test('closed connections leave the young generation: the framework promotes abou
     ratio < 1.3,
     `promoted per closed connection: framework ${framework.join(', ')} B, bare node:net ${bare.join(', ')} B (${ratio.toFixed(2)}x)`,
   );
+});
+
+test('closed connections leave the young generation with a deadline queue too: maxConnectionAge, the PROXY header timeout', async () => {
+  const bare = median(await promotedPerConn('bare'));
+  // A Map from connection to its place in the queue cost ~1,800 B per connection with
+  // maxConnectionAge and ~1,550 B behind the PROXY protocol on Node 20 (its discarded tables).
+  for (const mode of ['framework-age', 'framework-proxy'] as const) {
+    const framework = await promotedPerConn(mode);
+    const ratio = median(framework) / bare;
+    assert.ok(
+      ratio < 1.3,
+      `promoted per closed connection: ${mode} ${framework.join(', ')} B, bare node:net ${bare} B (${ratio.toFixed(2)}x)`,
+    );
+  }
 });

@@ -13,6 +13,7 @@ import {
   DeadlineQueue,
   duration,
   FixedDelayQueue,
+  fieldSlot,
   jitter,
   MAX_DELAY_MS,
   seededRandom,
@@ -71,64 +72,111 @@ function holdOpen(): () => void {
   return () => clearInterval(timer);
 }
 
+/** A DeadlineQueue test's item: a name, and its place in the queue (`fieldSlot`). */
+interface Item {
+  name: string;
+  slot: number;
+}
+const item = (name: string): Item => ({ name, slot: -1 });
+
 /** Resolves once `queue` has expired `count` items, with their expiry times. */
-function expiries<T>(count: number): { queue: DeadlineQueue<T>; done: Promise<Array<[T, number]>> } {
-  const seen: Array<[T, number]> = [];
-  let resolve!: (value: Array<[T, number]>) => void;
-  const done = new Promise<Array<[T, number]>>((r) => {
+function expiries(count: number): { queue: DeadlineQueue<Item>; done: Promise<Array<[Item, number]>> } {
+  const seen: Array<[Item, number]> = [];
+  let resolve!: (value: Array<[Item, number]>) => void;
+  const done = new Promise<Array<[Item, number]>>((r) => {
     resolve = r;
   });
-  const queue = new DeadlineQueue<T>((item) => {
-    seen.push([item, performance.now()]);
+  const queue = new DeadlineQueue<Item>((expired) => {
+    // Out of the queue before its callback runs.
+    assert.equal(expired.slot, -1);
+    seen.push([expired, performance.now()]);
     if (seen.length === count) resolve(seen);
-  });
+  }, fieldSlot);
   return { queue, done };
 }
 
 test('DeadlineQueue expires items in deadline order, not in insertion order, never early', async () => {
   const release = holdOpen();
-  const { queue, done } = expiries<number>(5);
+  const { queue, done } = expiries(5);
   const start = performance.now();
   const delays = [120, 30, 90, 60, 0];
-  const at = new Map<number, number>();
+  const at = new Map<string, number>();
   for (const [i, delay] of delays.entries()) {
-    at.set(i, start + delay);
-    queue.add(i, start + delay);
+    at.set(String(i), start + delay);
+    queue.add(item(String(i)), start + delay);
   }
   const seen = await done;
   assert.deepEqual(
-    seen.map(([i]) => i),
-    [4, 1, 3, 2, 0],
+    seen.map(([expired]) => expired.name),
+    ['4', '1', '3', '2', '0'],
   );
-  for (const [i, when] of seen) assert.ok(when >= at.get(i)! - 1, `item ${i} expired early`);
+  for (const [expired, when] of seen)
+    assert.ok(when >= at.get(expired.name)! - 1, `item ${expired.name} expired early`);
   assert.equal(queue.size, 0);
   release();
 });
 
 test('DeadlineQueue: delete cancels, add moves a deadline, clear cancels all; the timer never holds the process', async () => {
   const release = holdOpen();
-  const { queue, done } = expiries<string>(2);
+  const { queue, done } = expiries(2);
   const now = performance.now();
-  queue.add('cancelled', now + 10);
-  queue.add('moved', now + 10_000);
-  queue.add('kept', now + 40);
-  assert.equal(queue.delete('cancelled'), true);
-  assert.equal(queue.delete('cancelled'), false);
-  queue.add('moved', now + 20); // earlier now
-  assert.equal(queue.has('moved'), true);
+  const [cancelled, moved, kept, never] = ['cancelled', 'moved', 'kept', 'never'].map(item) as [
+    Item,
+    Item,
+    Item,
+    Item,
+  ];
+  queue.add(cancelled, now + 10);
+  queue.add(moved, now + 10_000);
+  queue.add(kept, now + 40);
+  assert.equal(queue.delete(cancelled), true);
+  assert.equal(queue.delete(cancelled), false);
+  assert.equal(cancelled.slot, -1);
+  queue.add(moved, now + 20); // earlier now
+  assert.equal(queue.has(moved), true);
+  assert.equal(queue.size, 2);
   const seen = await done;
   assert.deepEqual(
-    seen.map(([item]) => item),
+    seen.map(([expired]) => expired.name),
     ['moved', 'kept'],
   );
-  queue.add('never', performance.now() + 5);
+  queue.add(never, performance.now() + 5);
   queue.clear();
   assert.equal(queue.size, 0);
+  assert.equal(never.slot, -1, 'clear() gives every item its place back');
+  assert.equal(queue.has(never), false);
   // An unref'd timer: a process with only a far deadline queued exits (checked in core-timers too).
-  const far = new DeadlineQueue<string>(() => assert.fail('must not fire'));
-  far.add('far', performance.now() + MAX_DELAY_MS * 3); // beyond one setTimeout: re-armed in steps
+  const far = new DeadlineQueue<Item>(() => assert.fail('must not fire'), fieldSlot);
+  far.add(item('far'), performance.now() + MAX_DELAY_MS * 3); // beyond one setTimeout: re-armed in steps
   far.clear();
   release();
+});
+
+test('DeadlineQueue: an item in two queues keeps a place in each; the queue holds no item it let go', () => {
+  // Two slots on one item, as a connection has for its age and a shutdown's spread.
+  interface Twice {
+    a: number;
+    b: number;
+  }
+  const slotA = { get: (x: Twice) => x.a, set: (x: Twice, i: number) => void (x.a = i) };
+  const slotB = { get: (x: Twice) => x.b, set: (x: Twice, i: number) => void (x.b = i) };
+  const qa = new DeadlineQueue<Twice>(() => {}, slotA);
+  const qb = new DeadlineQueue<Twice>(() => {}, slotB);
+  const items = Array.from({ length: 50 }, () => ({ a: -1, b: -1 }));
+  const far = performance.now() + 60_000;
+  for (const [i, x] of items.entries()) {
+    qa.add(x, far + i);
+    qb.add(x, far - i);
+  }
+  for (const x of items.slice(0, 25)) assert.equal(qa.delete(x), true);
+  assert.deepEqual([qa.size, qb.size], [25, 50]);
+  for (const x of items.slice(0, 25)) assert.deepEqual([x.a, qb.has(x)], [-1, true]);
+  // What is left of each queue is exactly its live items, each at the place it records.
+  for (const x of items.slice(25)) assert.ok(x.a >= 0 && x.a < 25 && x.b >= 0 && x.b < 50);
+  assert.equal(new Set(items.slice(25).map((x) => x.a)).size, 25);
+  qa.clear();
+  qb.clear();
+  assert.ok(items.every((x) => x.a === -1 && x.b === -1));
 });
 
 test('DeadlineQueue property: any mix of adds, moves and deletes expires exactly the live items, in order', async () => {
@@ -139,27 +187,29 @@ test('DeadlineQueue property: any mix of adds, moves and deletes expires exactly
         maxLength: 60,
       }),
       async (ops) => {
-        const expected = new Map<number, number>();
+        const items = Array.from({ length: 20 }, (_, i) => item(String(i)));
+        const expected = new Map<Item, number>();
         const start = performance.now() + 5;
-        const fired: number[] = [];
-        const queue = new DeadlineQueue<number>((item) => fired.push(item));
-        for (const [item, delay, remove] of ops) {
+        const fired: Item[] = [];
+        const queue = new DeadlineQueue<Item>((expired) => fired.push(expired), fieldSlot);
+        for (const [i, delay, remove] of ops) {
+          const x = items[i]!;
           if (remove) {
-            queue.delete(item);
-            expected.delete(item);
+            assert.equal(queue.delete(x), expected.delete(x));
           } else {
-            queue.add(item, start + delay);
-            expected.set(item, start + delay);
+            queue.add(x, start + delay);
+            expected.set(x, start + delay);
           }
+          assert.equal(queue.has(x), expected.has(x));
         }
         assert.equal(queue.size, expected.size);
         await new Promise((resolve) => setTimeout(resolve, 50));
-        const order = [...expected.entries()].sort((x, y) => x[1] - y[1]);
         assert.deepEqual(new Set(fired), new Set(expected.keys()));
+        assert.equal(fired.length, expected.size);
+        assert.ok(items.every((x) => x.slot === -1));
         // Expired in deadline order (ties in any order).
-        const firedAt = fired.map((item) => expected.get(item)!);
-        for (let i = 1; i < firedAt.length; i++)
-          assert.ok(firedAt[i]! >= firedAt[i - 1]!, JSON.stringify(order));
+        const firedAt = fired.map((x) => expected.get(x)!);
+        for (let i = 1; i < firedAt.length; i++) assert.ok(firedAt[i]! >= firedAt[i - 1]!);
       },
     ),
     { numRuns: 40, seed: 20261201 },
@@ -384,7 +434,7 @@ test('both queues re-arm when a callback throws: the items due after it still ex
   // In a child process: the throw is an uncaught exception, which the test runner would take as
   // this test's failure.
   const script = `
-    import { DeadlineQueue, FixedDelayQueue } from ${JSON.stringify(new URL('../src/timers.ts', import.meta.url).href)};
+    import { DeadlineQueue, FixedDelayQueue, fieldSlot } from ${JSON.stringify(new URL('../src/timers.ts', import.meta.url).href)};
     const fired = [];
     const errors = [];
     process.on('uncaughtException', (error) => errors.push(error.message));
@@ -394,12 +444,12 @@ test('both queues re-arm when a callback throws: the items due after it still ex
       if (item.id === 0) throw new Error('fixed');
     }, (item) => item.waiting);
     for (let id = 0; id < 3; id++) fixed.add({ id, waiting: true });
-    const heap = new DeadlineQueue((id) => {
-      fired.push(id);
-      if (id === 10) throw new Error('heap');
-    });
-    heap.add(10, performance.now() + 10);
-    heap.add(11, performance.now() + 10);
+    const heap = new DeadlineQueue((item) => {
+      fired.push(item.id);
+      if (item.id === 10) throw new Error('heap');
+    }, fieldSlot);
+    heap.add({ id: 10, slot: -1 }, performance.now() + 10);
+    heap.add({ id: 11, slot: -1 }, performance.now() + 10);
     setTimeout(() => console.log(JSON.stringify({ fired: fired.sort((a, b) => a - b), errors: errors.sort(), sizes: [fixed.size, heap.size] })), 300);
   `;
   const { stdout } = await promisify(execFile)(

@@ -40,9 +40,16 @@ class ChunkDecoder implements tcpserver.Decoder<Buffer> {
   }
 }
 
-/** The one-shot server on `address` (default: 127.0.0.1, a port the kernel picks). */
-export function createOneshotServer(address = `${HOST}:0`): tcpserver.Server {
+/**
+ * The one-shot server on `address` (default: 127.0.0.1, a port the kernel picks), with `options`
+ * beside its own (a test's `maxConnectionAge`).
+ */
+export function createOneshotServer(
+  address = `${HOST}:0`,
+  options: Omit<tcpserver.ServerOptions, 'handler' | 'service'> = {},
+): tcpserver.Server {
   return tcpserver.createServer({
+    ...options,
     network: 'tcp4',
     address,
     service: {
