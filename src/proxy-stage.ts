@@ -110,7 +110,6 @@ function addTrusted(list: BlockList, entry: unknown): void {
   list.addSubnet(address, prefix, type);
 }
 
-/** One socket waiting for its header. */
 /** A socket waiting for its header; `slot` is its place in the timeout queue. */
 interface Pending extends Slotted {
   readonly socket: Socket;

@@ -254,7 +254,7 @@ const REUSE_LIMIT = 1024;
 /**
  * Deadlines that are all the same `delay` after the moment they are added, so they come due in
  * the order they were added: a FIFO under one unref'd timer, where a {@link DeadlineQueue} would
- * pay a heap and a map (the linger after our FIN: thousands of closing connections at once, each
+ * pay a heap (the linger after our FIN: thousands of closing connections at once, each
  * with the server's one `lingerTimeout`; see docs/architecture.md, "Timers").
  *
  * Adding is two stores. Cancelling is O(1) and lazy: the item's owner makes `isWaiting(item)`

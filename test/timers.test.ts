@@ -179,6 +179,39 @@ test('DeadlineQueue: an item in two queues keeps a place in each; the queue hold
   assert.ok(items.every((x) => x.a === -1 && x.b === -1));
 });
 
+test('DeadlineQueue: an expiry callback may re-add its item, delete a later one and add an earlier one', async () => {
+  const release = holdOpen();
+  const fired: string[] = [];
+  const [again, doomed, late, early] = ['again', 'doomed', 'late', 'early'].map(item) as [
+    Item,
+    Item,
+    Item,
+    Item,
+  ];
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  const queue = new DeadlineQueue<Item>((expired) => {
+    fired.push(expired.name);
+    if (expired === again && fired.length === 1) {
+      queue.add(again, performance.now() + 30); // as a slow frame's check moves itself on
+      assert.equal(queue.delete(doomed), true);
+      queue.add(early, performance.now() + 10);
+    }
+    if (expired === late) done();
+  }, fieldSlot);
+  const now = performance.now();
+  queue.add(again, now + 5);
+  queue.add(doomed, now + 20);
+  queue.add(late, now + 80);
+  await finished;
+  assert.deepEqual(fired, ['again', 'early', 'again', 'late']);
+  assert.ok([again, doomed, late, early].every((x) => x.slot === -1));
+  assert.equal(queue.size, 0);
+  release();
+});
+
 test('DeadlineQueue property: any mix of adds, moves and deletes expires exactly the live items, in order', async () => {
   const release = holdOpen();
   await fc.assert(

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import * as tcpserver from '../../src/index.js';
 import { type BenchServer, benchFrameworkServer, HOST, runServerChild } from '../lib/server-child.js';
@@ -63,6 +64,6 @@ export function createOneshotServer(
   });
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   await runServerChild(async (): Promise<BenchServer> => benchFrameworkServer(createOneshotServer()));
 }
