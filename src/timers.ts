@@ -102,7 +102,8 @@ export const fieldSlot: DeadlineSlot<Slotted> = {
  * deadlines these are keep the process alive, the queue never does.
  *
  * The heap is two arrays (items, deadlines) and each item keeps its own index (`slot`), so
- * adding allocates nothing and an item that leaves is referenced by nothing the queue holds.
+ * adding allocates no entry per item, and an item that leaves is referenced by nothing the
+ * queue holds.
  * A `Map` from item to place would keep closed connections alive: its discarded hash tables,
  * once old, point at the items they held until the next full collection, and the young
  * generation's collector then copies each closed connection (docs/architecture.md, "Timers").
