@@ -8,8 +8,9 @@ import { kCancel, kCancelReason } from './symbols.js';
 
 /**
  * What a handler gets besides its connection. `signal` aborts when the server starts shutting
- * down, when the connection is being ended for idleness, or when it is forced closed: long
- * handlers watch it to stop cooperatively.
+ * down, when the connection reaches `maxConnectionAge`, when a read limit ends it (`idleTimeout`,
+ * `frameTimeout`, `minDataRate`), or when it is forced closed: long handlers watch it to stop
+ * cooperatively.
  */
 export class Context {
   /** The server that accepted the connection. */
@@ -25,7 +26,7 @@ export class Context {
     this.connId = connId;
   }
 
-  /** Aborts when the handler should stop: shutdown, idle timeout, or forced close. */
+  /** Aborts when the handler should stop (see the class); its `reason` is the error that says why. */
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController();

@@ -72,7 +72,10 @@ const INSTRUMENT_OPTION_KEYS: KnownKeys<InstrumentOptions> = {
  * | `tcpserver_connections_forced_total` | counter | connections destroyed at a shutdown deadline |
  * | `tcpserver_handler_errors_total` | counter | handlers that threw or rejected |
  * | `tcpserver_idle_timeouts_total` | counter | connections closed by `idleTimeout` |
+ * | `tcpserver_frame_timeouts_total` | counter | connections cut off by `frameTimeout` |
+ * | `tcpserver_min_data_rate_timeouts_total` | counter | connections cut off by `minDataRate` |
  * | `tcpserver_linger_timeouts_total` | counter | connections dropped because the peer did not answer our FIN within `lingerTimeout` |
+ * | `tcpserver_fd_exhaustions_total` | counter | times the process ran out of file descriptors while serving (`'fdExhausted'`) |
  * | `tcpserver_connections_refused_total{reason}` | counter | connections closed in the accept pipeline (PROXY header, TLS handshake), by reason |
  * | `tcpserver_connection_duration_seconds` | histogram | accept to close, per connection |
  * | `tcpserver_shutdown_duration_seconds` | histogram | `close()` start to full stop |

@@ -13,7 +13,7 @@ import { InvalidOptionError } from './errors.js';
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import { type ProxyProtocolOptions, type ResolvedProxyOptions, resolveProxyOptions } from './proxy-stage.js';
 import { type ResolvedService, resolveService, type Service } from './service.js';
-import { describeValue as describe, duration, type Random } from './timers.js';
+import { describeValue as describe, duration, type Random, timeLimit } from './timers.js';
 
 /** The per-connection function a server runs. It owns the connection until it returns. */
 export type Handler = (ctx: Context, conn: Conn) => void | Promise<void>;
@@ -384,7 +384,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     frameTimeout: duration('frameTimeout', options.frameTimeout ?? 0, false),
     minDataRate: resolveMinDataRate(options.minDataRate),
     maxConnectionAge: duration('maxConnectionAge', options.maxConnectionAge ?? 0, true),
-    handshakeTimeout: duration('handshakeTimeout', options.handshakeTimeout ?? 10_000, true),
+    handshakeTimeout: timeLimit('handshakeTimeout', options.handshakeTimeout ?? 10_000),
     proxyProtocol:
       options.proxyProtocol === undefined ? undefined : resolveProxyOptions(options.proxyProtocol),
     shutdownTimeout: duration('shutdownTimeout', options.shutdownTimeout ?? 10_000, true),

@@ -24,7 +24,7 @@ import {
   type ProxyVersions,
   parseProxyHeader,
 } from './proxy-protocol.js';
-import { DeadlineQueue, describeValue, duration, fieldSlot, type Slotted } from './timers.js';
+import { DeadlineQueue, describeValue, fieldSlot, type Slotted, timeLimit } from './timers.js';
 
 /** The `proxyProtocol` option. */
 export interface ProxyProtocolOptions {
@@ -81,12 +81,7 @@ export function resolveProxyOptions(value: unknown): ResolvedProxyOptions {
       `proxyProtocol.versions must be 'v1', 'v2' or 'any', got ${describeValue(versions)}`,
     );
   }
-  if (duration('proxyProtocol.timeout', timeout, true) === 0) {
-    throw new InvalidOptionError(
-      'proxyProtocol.timeout must be more than 0 ms (Infinity for no limit), got 0',
-    );
-  }
-  return { trusted: list, trustUnix, versions, timeout };
+  return { trusted: list, trustUnix, versions, timeout: timeLimit('proxyProtocol.timeout', timeout) };
 }
 
 function addTrusted(list: BlockList, entry: unknown): void {

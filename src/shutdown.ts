@@ -5,7 +5,7 @@
  * The algorithm, and the order of the code below:
  *
  * 1. **Stop accepting** at once: every listener closes (a unix socket file is removed); late
- *    arrivals are refused, never served.
+ *    arrivals are rejected, never served.
  * 2. **Cancel**: every handler's `ctx.signal` aborts.
  * 3. **End idle connections** now, or with `spread` at a random moment of the window each, so
  *    thousands of clients do not reconnect elsewhere in the same millisecond. A connection still
@@ -56,7 +56,7 @@ export interface ShutdownHost {
    * `AcceptClock`. Asked only for connections that have sent nothing yet.
    */
   acceptedBy(conn: Conn): number;
-  /** Step 1: closes every listener; connections arriving later are refused. */
+  /** Step 1: closes every listener; connections arriving later are rejected. */
   closeListeners(): void;
   /** Tells the world the shutdown began (events, channel, logger, readiness). */
   announce(timeout: number): void;

@@ -7,8 +7,9 @@
  * "never" is meaningful; anything else is refused with `ERR_INVALID_OPTION` naming the option and
  * the limit, before anything binds. No delay is clamped, none is silently turned into "never".
  *
- * **The deadline queues.** Linger after our FIN, connection age, the PROXY header timeout, the
- * accept deadline and spread closing are deadlines per connection. A timer each shows in churn
+ * **The deadline queues.** Linger after our FIN, connection age, the PROXY header timeout,
+ * spread closing (with the first request's grace) and a slow frame's check are deadlines per
+ * connection. A timer each shows in churn
  * benchmarks; a {@link DeadlineQueue} holds them in a binary heap under one unref'd timer armed
  * for the earliest, and a {@link FixedDelayQueue} holds deadlines of one fixed delay (the
  * linger) in a FIFO (see docs/architecture.md, "Timers").
@@ -32,6 +33,16 @@ export function duration(label: string, value: unknown, infinite: boolean): numb
     ? `a number of ms from 0 to ${MAX_DELAY_MS}, or Infinity`
     : `a number of ms from 0 to ${MAX_DELAY_MS}`;
   throw new InvalidOptionError(`${label} must be ${want}, got ${describeValue(value)}`);
+}
+
+/**
+ * A time limit that cannot be off by being 0 (`handshakeTimeout`, `proxyProtocol.timeout`): a
+ * {@link duration} that may be `Infinity` for no limit, where 0 is refused rather than read as
+ * "off" (which node:tls would make it) or as "refuse every peer at once".
+ */
+export function timeLimit(label: string, value: unknown): number {
+  if (duration(label, value, true) !== 0) return value as number;
+  throw new InvalidOptionError(`${label} must be more than 0 ms (Infinity for no limit), got 0`);
 }
 
 /** True for a valid per-call timeout (`{ timeout }` of `read`, `readFrame`, `write`). */

@@ -383,6 +383,30 @@ describe('docs/observability.md', () => {
     assert.ok(count >= 8, `found ${count} log calls`);
   });
 
+  it('names every key of the channels export', async () => {
+    const { channels } = await import('../src/diagnostics.js');
+    for (const [key, channel] of Object.entries(channels))
+      assert.ok(
+        doc.includes(`| \`${String(channel.name)}\` | \`${key}\` |`),
+        `channels.${key} is in the channels table`,
+      );
+  });
+
+  it('lists every metric tcpserver/metrics registers', async () => {
+    const { Registry } = await import('prom-client');
+    const { instrument } = await import('../src/metrics.js');
+    const { srv } = await startServer({ handler: () => {} });
+    try {
+      const registry = new Registry();
+      instrument(srv, { registry });
+      const names = (await registry.getMetricsAsJSON()).map((m) => m.name);
+      assert.ok(names.length >= 10, `found ${names.join(', ')}`);
+      for (const name of names) assert.ok(doc.includes(`| \`${name}`), `${name} is in the metrics table`);
+    } finally {
+      await srv.close();
+    }
+  });
+
   it('lists every stats() field', async () => {
     const { srv } = await startServer({ handler: () => {} });
     try {
@@ -391,5 +415,28 @@ describe('docs/observability.md', () => {
     } finally {
       await srv.close();
     }
+  });
+});
+
+describe('README.md', () => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const errorsSection = readme.slice(
+    readme.indexOf('### Errors'),
+    readme.indexOf('## Behind a load balancer'),
+  );
+  const sources = ['errors.ts', 'systemd.ts'].map((f) =>
+    readFileSync(new URL(`../src/${f}`, import.meta.url), 'utf8'),
+  );
+
+  it('lists every error code and error class in its errors table', () => {
+    const codes = new Set<string>();
+    const classes = new Set<string>();
+    for (const text of sources) {
+      for (const m of text.matchAll(/'(ERR_[A-Z_]+)'/g)) codes.add(m[1]!);
+      for (const m of text.matchAll(/class (\w+) extends TcpServerError/g)) classes.add(m[1]!);
+    }
+    assert.ok(codes.size >= 20 && classes.size >= 20, `found ${codes.size} codes, ${classes.size} classes`);
+    for (const c of [...codes, ...classes])
+      assert.ok(errorsSection.includes(`\`${c}\``), `${c} is in the README's errors table`);
   });
 });

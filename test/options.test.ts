@@ -383,6 +383,12 @@ const BAD: BadCase[] = [
     names: () => 'proxyProtocol.timeout must be more than 0 ms (Infinity for no limit), got 0',
   },
   {
+    title: 'a zero handshakeTimeout (node:tls would read it as no limit)',
+    options: (port) => tcp(port, { handshakeTimeout: 0 }),
+    error: OPTION,
+    names: () => 'handshakeTimeout must be more than 0 ms (Infinity for no limit), got 0',
+  },
+  {
     title: 'proxyProtocol with a misspelt key',
     options: (port) => tcp(port, { proxyProtocol: { trusted: ['127.0.0.1'], version: 'v2' } }),
     error: OPTION,

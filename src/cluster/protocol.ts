@@ -1,6 +1,6 @@
 /**
  * What the supervisor (primary) and its workers say to each other over node:cluster's IPC
- * channel, and the environment a supervisor gives each worker. docs/architecture.md ("All cores")
+ * channel, and the environment a supervisor gives each worker. docs/architecture.md ("All cores, and upgrades")
  * walks through a worker's life.
  *
  * @module

@@ -1,7 +1,7 @@
 /**
  * The primary side of `tcpserver/cluster`: keep `workers` workers serving, replace crashed ones
  * with backoff (and give up, loudly, on a crash loop), replace all of them one batch at a time on
- * a rolling restart, and drain them all on `close()`. docs/architecture.md ("All cores") and
+ * a rolling restart, and drain them all on `close()`. docs/architecture.md ("All cores, and upgrades") and
  * docs/scaling.md say when to use it and what it costs.
  *
  * A worker goes `starting` (forked) -> `ready` (every listener bound) -> `closing` (asked to
