@@ -366,10 +366,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
       `random must be a function returning numbers in [0, 1), got ${describe(options.random)}`,
     );
   }
-  const reuse = options.reusePort ?? false;
-  if (typeof reuse !== 'boolean') {
-    throw new InvalidOptionError(`reusePort must be a boolean, got ${describe(options.reusePort)}`);
-  }
+  const reuse = flag('reusePort', options.reusePort, false);
   if (reuse) checkReusePort(listen, existing);
   return {
     name: options.name ?? 'tcpserver',
@@ -394,11 +391,19 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     fdCheckInterval: duration('fdCheckInterval', options.fdCheckInterval ?? 1_000, false),
     random: options.random ?? Math.random,
     reusePort: reuse,
-    noDelay: options.noDelay ?? true,
+    noDelay: flag('noDelay', options.noDelay, true),
     keepAlive: keepAliveOpt !== false,
     keepAliveInitialDelay: typeof keepAliveOpt === 'number' ? keepAliveOpt : 0,
     logger: options.logger,
   };
+}
+
+/** A boolean option: `fallback` when absent, anything but `true` or `false` refused. */
+function flag(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean')
+    throw new InvalidOptionError(`${name} must be a boolean, got ${describe(value)}`);
+  return value;
 }
 
 /** Applies seed-style option functions to a fresh options object. */

@@ -389,6 +389,12 @@ const BAD: BadCase[] = [
     names: () => 'handshakeTimeout must be more than 0 ms (Infinity for no limit), got 0',
   },
   {
+    title: 'a noDelay that is not a boolean',
+    options: (port) => tcp(port, { noDelay: 'false' }),
+    error: OPTION,
+    names: () => 'noDelay must be a boolean, got "false"',
+  },
+  {
     title: 'proxyProtocol with a misspelt key',
     options: (port) => tcp(port, { proxyProtocol: { trusted: ['127.0.0.1'], version: 'v2' } }),
     error: OPTION,
@@ -501,6 +507,24 @@ const BAD: BadCase[] = [
     options: (port) => tcp(port, { tls: true }),
     error: OPTION,
     names: () => 'got true',
+  },
+  {
+    title: 'reusePort with an inherited descriptor (it is bound already)',
+    options: () => ({ listener: { fd: 3 }, reusePort: true, handler: echo }),
+    error: OPTION,
+    names: () => 'reusePort applies to an address the server binds, not to a listener that is already bound',
+  },
+  {
+    title: 'reusePort on a unix network',
+    options: (_port, dir) => ({
+      network: 'unix',
+      address: join(dir, 'r.sock'),
+      reusePort: true,
+      handler: echo,
+    }),
+    error: OPTION,
+    names: () => 'reusePort needs a TCP network (tcp, tcp4, tcp6), not unix',
+    path: (dir) => join(dir, 'r.sock'),
   },
   {
     title: 'a negative listener fd',

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -154,6 +154,38 @@ function prober(port: number, unixPath: string): Prober {
   };
 }
 
+/** Until the app says it holds only the connection asking (the fixture's `open` line), within 10 s. */
+async function quiet(port: number, what: string): Promise<void> {
+  let answer = '';
+  let asking = true;
+  try {
+    await within(
+      10_000,
+      what,
+      (async () => {
+        while (asking && (answer = await askLine(port, 'open')) !== 'open 1') await sleep(20);
+      })(),
+    );
+  } catch (error) {
+    throw new Error(`${(error as Error).message}: the app still answers "${answer}"`);
+  } finally {
+    asking = false;
+  }
+}
+
+/** What `pid`'s descriptors are, counted by kind (`socket`, `pipe`, `anon_inode:[eventpoll]`, a path). */
+function fdKinds(pid: number): string {
+  const kinds = new Map<string, number>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let kind = 'gone';
+    try {
+      kind = readlinkSync(`/proc/${pid}/fd/${fd}`).replace(/:\[\d+\]$/, '');
+    } catch {}
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  }
+  return [...kinds].map(([kind, n]) => `${n} ${kind}`).join(', ');
+}
+
 /** The descriptors of `pid` once the count holds still for 200 ms (closed probes leave the server). */
 async function settledFdCount(pid: number): Promise<number> {
   let last = openFdCount(pid);
@@ -169,12 +201,15 @@ async function settledFdCount(pid: number): Promise<number> {
 describe('upgrade: listeners handed to a new copy of the process', () => {
   test('10 back-to-back upgrades: nothing refused, the PID file follows, descriptors stay flat, the socket file stays', {
     timeout: 90_000,
-  }, async () => {
+  }, async (t) => {
     const a = await app();
     const first = a.pid();
     assert.equal(first, a.proc.proc.pid);
     const probe = prober(a.port, a.unixPath);
+    // A failure below must stop the probes too: left running they keep this file's process alive.
+    t.after(() => probe.stop());
     const counts: number[] = [];
+    const kinds: string[] = [];
     const pids = [first];
     for (let g = 1; g <= 10; g++) {
       const old = a.pid();
@@ -189,7 +224,11 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       assert.equal(a.pid(), pid, 'the PID file names the serving process');
       assert.ok(existsSync(a.unixPath), 'the unix socket file is still there');
       await probe.pause();
+      // The probes' last connections are gone from the server (it holds only the asking one)
+      // before its descriptors are counted.
+      await quiet(a.port, `generation ${g} to hold no probe`);
       counts.push(await settledFdCount(pid));
+      kinds.push(fdKinds(pid));
       probe.resume();
     }
     const { attempts, failures, slowest } = await probe.stop();
@@ -203,7 +242,11 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       `at ${Math.round(performance.now())} ms; the app said:\n${a.proc.out.text()}`,
     );
     assert.ok(attempts > 100, `the probes ran (${attempts})`);
-    assert.equal(new Set(counts).size, 1, `descriptors flat across generations: ${counts.join(', ')}`);
+    assert.equal(
+      new Set(counts).size,
+      1,
+      `descriptors flat across generations: ${counts.join(', ')}; by kind:\n${kinds.join('\n')}`,
+    );
     for (let g = 0; g < 10; g++)
       assert.match(a.proc.out.text(), new RegExp(`^gen ${g} pid ${pids[g]} exit 0$`, 'm'));
     const last = a.pid();
