@@ -523,8 +523,17 @@ export class Server extends EventEmitter implements ConnOwner {
 
   async #bindAll(): Promise<BoundAddress[]> {
     this.#binding = true;
+    // An inherited descriptor (an upgrade, socket activation) may have connections queued, which
+    // node:net accepts as soon as it listens: they wait here until every listener is bound, then
+    // go through the accept pipeline (docs/architecture.md, "Binding").
+    const early: Socket[] = [];
+    const hold = (socket: Socket): void => {
+      socket.on('error', noop);
+      early.push(socket);
+    };
     try {
       for (const listener of this.#pendingListeners()) {
+        listener.server.on('connection', hold);
         await bindListener(listener);
         this.#listeners.push(listener);
       }
@@ -535,12 +544,14 @@ export class Server extends EventEmitter implements ConnOwner {
         releaseSocketFile(listener);
       }
       this.#listeners = [];
+      for (const socket of early) this.#reject(socket, 'closing');
       this.#failServing(error as Error);
       if (this.#phase === 'created') this.#stop({ graceful: 0, forced: 0, durationMs: 0 });
       else this.#shutdown?.finishIfDone();
       throw error;
     }
     for (const { server, socketFile } of this.#listeners) {
+      server.off('connection', hold);
       server.on('connection', this.#accept.onConnection);
       // Accept errors after binding (EMFILE is handled by libuv; others land here): report, never crash.
       server.on('error', (error) => {
@@ -554,6 +565,7 @@ export class Server extends EventEmitter implements ConnOwner {
     if (this.#phase === 'closing') {
       // close() was called while binding: finish it now that the listeners exist.
       this.#closeListeners();
+      for (const socket of early) this.#reject(socket, 'closing');
       this.#shutdown?.finishIfDone();
       return this.addresses();
     }
@@ -566,6 +578,11 @@ export class Server extends EventEmitter implements ConnOwner {
     this.emit('listening', addresses);
     this.#markServing();
     if (this.ready) this.emit('ready', true); // not if a 'listening' listener began a shutdown
+    for (const socket of early) {
+      socket.off('error', noop);
+      // One its peer closed while it waited was never a connection.
+      if (!socket.destroyed) this.#accept.onConnection(socket);
+    }
     return addresses;
   }
 

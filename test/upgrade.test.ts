@@ -15,7 +15,13 @@ import { InvalidOptionError } from '../src/index.js';
 import { openFdCount } from '../src/proc-fds.js';
 import { Upgrader } from '../src/upgrade.js';
 import { freePorts, Proc, sleep, within } from './fixtures/haproxy-cluster.js';
-import { askLine, failOnUnhandledRejections, isAlive } from './helpers.js';
+import {
+  askLine,
+  failOnUnhandledRejections,
+  isAlive,
+  SYSTEMD_SOCKET_ACTIVATE,
+  skipWithout,
+} from './helpers.js';
 
 failOnUnhandledRejections();
 
@@ -363,6 +369,44 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     assert.equal((await within(10_000, 'exit', a.proc.exited)).code, 0);
     await waitFor('the new copy to be gone', 5_000, () => !isAlive(child));
     assert.match(a.proc.out.text(), /shutting down during an upgrade: killing the new process/);
+  });
+
+  test('connections queued on a handed-over unix socket before the process listens are all served', {
+    skip: skipWithout(SYSTEMD_SOCKET_ACTIVATE),
+    timeout: 30_000,
+  }, async () => {
+    // systemd-socket-activate holds the socket and starts the app at the first connection; the
+    // app adopts it by name as an upgraded copy does, and finds peers already waiting on it.
+    const dir = mkdtempSync(join(tmpdir(), 'tcpserver-upgrade-'));
+    dirs.push(dir);
+    const unixPath = join(dir, 'app.sock');
+    const proc = new Proc(
+      'socket-activated upgrade-app',
+      'systemd-socket-activate',
+      // It passes the launched process only the variables named with -E.
+      [
+        '-l',
+        unixPath,
+        '--fdname=unix',
+        ...['ADDRESS', 'UNIX_PATH', 'PID_FILE', 'PATH'].flatMap((name) => ['-E', name]),
+        process.execPath,
+        '--import',
+        'tsx',
+        FIXTURE,
+      ],
+      { ...process.env, ADDRESS: '127.0.0.1:0', UNIX_PATH: unixPath, PID_FILE: join(dir, 'app.pid') },
+    );
+    procs.push(proc);
+    await proc.line(/Listening on/, 10_000);
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        within(15_000, `an answer to early${i}`, askLine(unixPath, `early${i}`)),
+      ),
+    );
+    assert.deepEqual(answers, ['early0', 'early1', 'early2', 'early3', 'early4']);
+    await proc.line(/^gen 0 pid \d+ ready$/, 15_000);
+    proc.proc.kill('SIGTERM');
+    assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
   });
 
   test('options and misuse: typed errors', () => {
