@@ -9,11 +9,12 @@ import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { cryptoModule } from './builtins.js';
 import { InvalidOptionError } from './errors.js';
+import { describeValue } from './timers.js';
 
 /** Writes `pid` (default: this process's) and a newline to `path`, atomically. */
 export async function writePidFile(path: string, pid: number = process.pid): Promise<void> {
   if (typeof path !== 'string' || path === '') {
-    throw new InvalidOptionError(`pidFile must be a file path, got ${JSON.stringify(path)}`);
+    throw new InvalidOptionError(`pidFile must be a file path, got ${describeValue(path)}`);
   }
   const tmp = join(dirname(path), `.${basename(path)}.${cryptoModule().randomBytes(4).toString('hex')}.tmp`);
   const file = await open(tmp, 'wx', 0o644);

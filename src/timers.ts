@@ -9,10 +9,9 @@
  *
  * **The deadline queues.** Linger after our FIN, connection age, the PROXY header timeout,
  * spread closing (with the first request's grace) and a slow frame's check are deadlines per
- * connection. A timer each shows in churn
- * benchmarks; a {@link DeadlineQueue} holds them in a binary heap under one unref'd timer armed
- * for the earliest, and a {@link FixedDelayQueue} holds deadlines of one fixed delay (the
- * linger) in a FIFO (see docs/architecture.md, "Timers").
+ * connection. A timer each shows in churn benchmarks; a {@link DeadlineQueue} holds them in a
+ * binary heap under one unref'd timer armed for the earliest, and a {@link FixedDelayQueue}
+ * holds deadlines of one fixed delay (the linger) in a FIFO (see docs/architecture.md, "Timers").
  *
  * @module
  */

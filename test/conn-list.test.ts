@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import type { Conn } from '../src/conn.js';
 import { ConnList } from '../src/conn-list.js';
 import { kNext, kPrev } from '../src/symbols.js';
+import { makeCertificate } from './helpers.js';
 
 type Item = Conn & { id: number };
 const item = (id: number): Item => ({ id, [kPrev]: undefined, [kNext]: undefined }) as unknown as Item;
@@ -96,12 +97,13 @@ test('ConnList property: any mix of adds and deletes leaves the live connections
 const run = promisify(execFile);
 const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
 async function promotedPerConn(
-  mode: 'framework' | 'framework-age' | 'framework-proxy' | 'bare',
+  mode: 'framework' | 'framework-age' | 'framework-proxy' | 'bare' | 'framework-tls' | 'bare-tls',
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<number[]> {
   const { stdout } = await run(
     process.execPath,
     ['--expose-gc', '--import', 'tsx', 'test/fixtures/gc-churn.ts', mode],
-    { timeout: 120_000 },
+    { timeout: 120_000, env },
   );
   return (JSON.parse(stdout.trim().split('\n').pop()!) as { perConn: number[] }).perConn;
 }
@@ -131,4 +133,19 @@ test('closed connections leave the young generation with a deadline queue too: m
       `promoted per closed connection: ${mode} ${framework.join(', ')} B, bare node:net ${bare} B (${ratio.toFixed(2)}x)`,
     );
   }
+});
+
+const pki = makeCertificate();
+test('closed TLS connections leave the young generation too: the TLS stage keeps no handshake past its end', {
+  skip: typeof pki === 'string' ? pki : false,
+}, async () => {
+  if (typeof pki === 'string') return;
+  const env = { ...process.env, TLS_KEY: pki.key.toString(), TLS_CERT: pki.cert.toString() };
+  const bare = await promotedPerConn('bare-tls', env);
+  const framework = await promotedPerConn('framework-tls', env);
+  const ratio = median(framework) / median(bare);
+  assert.ok(
+    ratio < 1.3,
+    `promoted per closed TLS connection: framework ${framework.join(', ')} B, bare node:tls ${bare.join(', ')} B (${ratio.toFixed(2)}x)`,
+  );
 });
