@@ -143,9 +143,13 @@ test('closed TLS connections leave the young generation too: the TLS stage keeps
   const env = { ...process.env, TLS_KEY: pki.key.toString(), TLS_CERT: pki.cert.toString() };
   const bare = await promotedPerConn('bare-tls', env);
   const framework = await promotedPerConn('framework-tls', env);
-  const ratio = median(framework) / median(bare);
+  // The framework's own per connection (its Conn, the stage's map by 4-tuple, the addresses that
+  // computing a tuple caches) promotes about 1,050 B more than a bare tls.Server, on Node 20
+  // (5,800 against 4,770) and 24 (4,470 against 3,410): bench/README.md, "The same over TLS".
+  // A handshake kept past its end would keep its sockets too, several KB more.
+  const excess = median(framework) - median(bare);
   assert.ok(
-    ratio < 1.3,
-    `promoted per closed TLS connection: framework ${framework.join(', ')} B, bare node:tls ${bare.join(', ')} B (${ratio.toFixed(2)}x)`,
+    excess < 1_500,
+    `promoted per closed TLS connection: framework ${framework.join(', ')} B, bare node:tls ${bare.join(', ')} B (${excess} B more)`,
   );
 });
