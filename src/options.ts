@@ -13,7 +13,7 @@ import { InvalidOptionError } from './errors.js';
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import { type ProxyProtocolOptions, type ResolvedProxyOptions, resolveProxyOptions } from './proxy-stage.js';
 import { type ResolvedService, resolveService, type Service } from './service.js';
-import { describeValue as describe, duration, type Random, timeLimit } from './timers.js';
+import { describeValue as describe, duration, flag, type Random, timeLimit } from './timers.js';
 
 /** The per-connection function a server runs. It owns the connection until it returns. */
 export type Handler = (ctx: Context, conn: Conn) => void | Promise<void>;
@@ -396,14 +396,6 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     keepAliveInitialDelay: typeof keepAliveOpt === 'number' ? keepAliveOpt : 0,
     logger: options.logger,
   };
-}
-
-/** A boolean option: `fallback` when absent, anything but `true` or `false` refused. */
-function flag(name: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean')
-    throw new InvalidOptionError(`${name} must be a boolean, got ${describe(value)}`);
-  return value;
 }
 
 /** Applies seed-style option functions to a fresh options object. */

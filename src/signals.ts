@@ -11,7 +11,7 @@
 import { InvalidOptionError } from './errors.js';
 import { checkKeys, type KnownKeys } from './option-keys.js';
 import type { ShutdownReport } from './server.js';
-import { duration } from './timers.js';
+import { duration, flag } from './timers.js';
 
 /** What `close()` resolves with: the server's {@link ShutdownReport}. */
 export type SignalShutdownReport = ShutdownReport;
@@ -352,8 +352,7 @@ const SHUTDOWN_MESSAGE: Trigger = {
 /** An IPC option: its default under pm2 (`auto`); `true` needs the channel it works over. */
 function ipcOption(name: string, value: boolean | undefined, ipc: boolean, auto: boolean): boolean {
   if (value === undefined) return auto;
-  if (typeof value !== 'boolean') throw new InvalidOptionError(`${name} must be a boolean`);
-  if (value && !ipc) {
+  if (flag(name, value, auto) && !ipc) {
     throw new InvalidOptionError(
       `${name}: true needs an IPC channel to the parent process (process.send), and this process has none`,
     );

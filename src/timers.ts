@@ -57,6 +57,14 @@ export function describeValue(value: unknown): string {
   return typeof value;
 }
 
+/** A boolean option: `fallback` when absent, anything but `true` or `false` refused naming `name`. */
+export function flag(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean')
+    throw new InvalidOptionError(`${name} must be a boolean, got ${describeValue(value)}`);
+  return value;
+}
+
 /** A source of uniform random numbers in [0, 1), like `Math.random`: injectable so tests are exact. */
 export type Random = () => number;
 

@@ -26,7 +26,7 @@ import { checkReusePort } from '../listen.js';
 import { checkKeys, type KnownKeys } from '../option-keys.js';
 import type { Logger } from '../options.js';
 import type { ServerStats, ShutdownReport } from '../server.js';
-import { describeValue, duration } from '../timers.js';
+import { describeValue, duration, flag } from '../timers.js';
 import {
   addStats,
   countersOnly,
@@ -211,11 +211,7 @@ export class Supervisor extends EventEmitter {
         `maxCrashes must be a positive integer, got ${describeValue(options.maxCrashes)}`,
       );
     }
-    for (const key of ['reusePort', 'exitOnCrashLoop'] as const) {
-      if (options[key] !== undefined && typeof options[key] !== 'boolean') {
-        throw new InvalidOptionError(`${key} must be a boolean, got ${describeValue(options[key])}`);
-      }
-    }
+    for (const key of ['reusePort', 'exitOnCrashLoop'] as const) flag(key, options[key], false);
     const restartSignal = options.restartSignal === undefined ? 'SIGHUP' : options.restartSignal;
     if (restartSignal !== null && (typeof restartSignal !== 'string' || !restartSignal.startsWith('SIG'))) {
       throw new InvalidOptionError(
