@@ -364,6 +364,22 @@ test('close() before serve() is not lost: serve() then returns at once', async (
   await assert.rejects(srv.listen(), { code: 'ERR_SERVER_CLOSED' });
 });
 
+test('close() while listen() binds: listen() resolves once the listeners are closed again', async () => {
+  const srv = createServer({ address: '127.0.0.1:0', handler: echo });
+  const listening = srv.listen();
+  const closing = srv.close();
+  const [bound] = await listening;
+  assert.equal(srv.isServing, false);
+  await assert.rejects(srv.serving, { code: 'ERR_SERVER_CLOSED' });
+  const report = await closing;
+  assert.deepEqual([report.graceful, report.forced], [0, 0]);
+  assert.equal(await srv.serve(), report);
+  // Bound, then closed: nothing listens on the port any more.
+  const peer = net.connect({ host: '127.0.0.1', port: (bound as { port: number }).port });
+  await assert.rejects(once(peer, 'connect'), { code: 'ECONNREFUSED' });
+  assertNoLeaks(srv);
+});
+
 test('serve(signal): aborting with no connection ever arriving stops at once', async () => {
   const srv = newServer(network('tcp4'), address('127.0.0.1:0'), handler(echo));
   const controller = new AbortController();

@@ -371,15 +371,16 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     assert.match(a.proc.out.text(), /shutting down during an upgrade: killing the new process/);
   });
 
-  test('connections queued on a handed-over unix socket before the process listens are all served', {
-    skip: skipWithout(SYSTEMD_SOCKET_ACTIVATE),
-    timeout: 30_000,
-  }, async () => {
-    // systemd-socket-activate holds the socket and starts the app at the first connection; the
-    // app adopts it by name as an upgraded copy does, and finds peers already waiting on it.
+  /**
+   * The app under systemd-socket-activate, which holds a unix socket and starts the app at its
+   * first connection: the app adopts it by name as an upgraded copy does, and finds peers
+   * already waiting on it.
+   */
+  function socketActivated(extra: Record<string, string> = {}): { proc: Proc; unixPath: string } {
     const dir = mkdtempSync(join(tmpdir(), 'tcpserver-upgrade-'));
     dirs.push(dir);
     const unixPath = join(dir, 'app.sock');
+    const env = { ADDRESS: '127.0.0.1:0', UNIX_PATH: unixPath, PID_FILE: join(dir, 'app.pid'), ...extra };
     const proc = new Proc(
       'socket-activated upgrade-app',
       'systemd-socket-activate',
@@ -388,26 +389,66 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
         '-l',
         unixPath,
         '--fdname=unix',
-        ...['ADDRESS', 'UNIX_PATH', 'PID_FILE', 'PATH'].flatMap((name) => ['-E', name]),
+        ...[...Object.keys(env), 'PATH'].flatMap((name) => ['-E', name]),
         process.execPath,
         '--import',
         'tsx',
         FIXTURE,
       ],
-      { ...process.env, ADDRESS: '127.0.0.1:0', UNIX_PATH: unixPath, PID_FILE: join(dir, 'app.pid') },
+      { ...process.env, ...env },
     );
     procs.push(proc);
-    await proc.line(/Listening on/, 10_000);
-    const answers = await Promise.all(
-      Array.from({ length: 5 }, (_, i) =>
-        within(15_000, `an answer to early${i}`, askLine(unixPath, `early${i}`)),
-      ),
-    );
-    assert.deepEqual(answers, ['early0', 'early1', 'early2', 'early3', 'early4']);
-    await proc.line(/^gen 0 pid \d+ ready$/, 15_000);
-    proc.proc.kill('SIGTERM');
-    assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
-  });
+    return { proc, unixPath };
+  }
+
+  const earlyPeers = { skip: skipWithout(SYSTEMD_SOCKET_ACTIVATE), timeout: 30_000 };
+
+  test(
+    'connections queued on a handed-over unix socket before the process listens are all served',
+    earlyPeers,
+    async () => {
+      const { proc, unixPath } = socketActivated();
+      await proc.line(/Listening on/, 10_000);
+      const answers = await Promise.all(
+        Array.from({ length: 5 }, (_, i) =>
+          within(15_000, `an answer to early${i}`, askLine(unixPath, `early${i}`)),
+        ),
+      );
+      assert.deepEqual(answers, ['early0', 'early1', 'early2', 'early3', 'early4']);
+      await proc.line(/^gen 0 pid \d+ ready$/, 15_000);
+      proc.proc.kill('SIGTERM');
+      assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
+    },
+  );
+
+  test(
+    'close() while binding turns away the connections queued on a handed-over socket',
+    earlyPeers,
+    async () => {
+      const { proc, unixPath } = socketActivated({ CLOSE_WHILE_BINDING: '1', BUSY_THREADPOOL: '1' });
+      await proc.line(/Listening on/, 10_000);
+      // Each peer is closed without an answer (an end or a reset), none left waiting.
+      const answers = await Promise.all(
+        Array.from({ length: 5 }, (_, i) =>
+          within(
+            15_000,
+            `early${i} to be closed`,
+            askLine(unixPath, `early${i}`).catch((error: NodeJS.ErrnoException) => error.code),
+          ),
+        ),
+      );
+      for (const answer of answers)
+        assert.ok(['', 'ECONNRESET', 'EPIPE'].includes(answer!), `answered ${answer}`);
+      const [, rejected] = await proc.line(
+        /^gen 0 pid \d+ closed while binding: rejected (\d+), open 0, exit 0$/,
+        15_000,
+      );
+      // The five were accepted while the adopted listener bound (the lstat of its file), so the
+      // server rejected them itself rather than the kernel resetting them with the listener.
+      assert.equal(Number(rejected), 5, proc.out.text());
+      assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
+    },
+  );
 
   test('options and misuse: typed errors', () => {
     assert.throws(() => new Upgrader({ readyTimeout: -1 }, {}), InvalidOptionError);
