@@ -50,13 +50,13 @@ import {
   kAdoptFd,
   kCancelReason,
   kCtx,
-  kHandOff,
   kLingerQueue,
   kListeners,
   kOnHandlerError,
   kOnLingerTimeout,
   kOnState,
   kOnTimeout,
+  kOwnsSocketFiles,
   kReadLimits,
   kReusePort,
   kService,
@@ -155,7 +155,8 @@ export class Server extends EventEmitter implements ConnOwner {
   /** An inherited descriptor to serve instead of binding `address` (an upgrade's new process). */
   #adoptFd: number | undefined;
   /** The listeners were handed to another process: closing them must not remove their socket files. */
-  #handedOff = false;
+  /** Closing removes the socket files of unix listeners ({@link kOwnsSocketFiles}). */
+  #ownsSocketFiles = true;
   #bound: BoundAddress[] = [];
   #readyFlag = true;
   #reusePort: boolean;
@@ -351,6 +352,8 @@ export class Server extends EventEmitter implements ConnOwner {
       throw new InvalidOptionError(`server ${this.name} is already listening: it cannot take over fd ${fd}`);
     }
     this.#adoptFd = fd;
+    // The process that handed it over (or systemd) serves it too, until told otherwise.
+    this.#ownsSocketFiles = false;
   }
 
   /** Its bound listeners: the `net.Server`s, and the descriptor each was inherited as, if known. */
@@ -361,9 +364,17 @@ export class Server extends EventEmitter implements ConnOwner {
     }));
   }
 
-  /** Its listeners now belong to another process too: closing them must leave their socket files. */
-  [kHandOff](): void {
-    this.#handedOff = true;
+  /**
+   * Whether closing its listeners removes their socket files: only the process that serves a file
+   * alone does. An upgrade passes this on with the listener: the old process gives it up once the
+   * new one is ready, which takes it if the old one had it (not for a socket systemd made).
+   */
+  get [kOwnsSocketFiles](): boolean {
+    return this.#ownsSocketFiles && this.#listeners.some((listener) => listener.socketFile !== undefined);
+  }
+
+  set [kOwnsSocketFiles](owns: boolean) {
+    this.#ownsSocketFiles = owns;
   }
 
   // -- What connections report (module-private symbols: not part of the public API) -----------
@@ -541,7 +552,7 @@ export class Server extends EventEmitter implements ConnOwner {
       this.#binding = false;
       for (const listener of this.#listeners) {
         listener.server.close();
-        releaseSocketFile(listener);
+        if (this.#ownsSocketFiles) releaseSocketFile(listener);
       }
       this.#listeners = [];
       for (const socket of early) this.#reject(socket, 'closing');
@@ -648,7 +659,7 @@ export class Server extends EventEmitter implements ConnOwner {
       server.off('connection', this.#accept.onConnection);
       server.on('connection', (socket: Socket) => this.#reject(socket, 'closing'));
       server.close();
-      if (!this.#handedOff) releaseSocketFile(listener);
+      if (this.#ownsSocketFiles) releaseSocketFile(listener);
     }
   }
 

@@ -43,8 +43,11 @@ export const kReusePort = Symbol('tcpserver.reusePort');
 export const kAdoptFd = Symbol('tcpserver.adoptFd');
 /** `Server`: its bound listeners and their descriptors, for an upgrade to hand over. */
 export const kListeners = Symbol('tcpserver.listeners');
-/** `Server`: its listeners were handed over; closing them leaves their socket files. */
-export const kHandOff = Symbol('tcpserver.handOff');
+/**
+ * `Server`: whether closing its listeners removes their unix socket files (true for a file it
+ * bound; an upgrade passes it on with the listener, see docs/architecture.md, "Binding").
+ */
+export const kOwnsSocketFiles = Symbol('tcpserver.ownsSocketFiles');
 /** `Conn`: true while the peer has sent nothing yet. */
 export const kFresh = Symbol('tcpserver.fresh');
 /** `Conn`: shutdown of a connection that has sent nothing yet: serve its first request, then end. */

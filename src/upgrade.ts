@@ -37,7 +37,7 @@ import type { Logger } from './options.js';
 import { removePidFile, writePidFile } from './pid-file.js';
 import { listeningInodes, socketFds } from './proc-fds.js';
 import type { Server } from './server.js';
-import { kAdoptFd, kHandOff, kListeners } from './symbols.js';
+import { kAdoptFd, kListeners, kOwnsSocketFiles } from './symbols.js';
 import { SD_LISTEN_FDS_START, systemdListeners } from './systemd.js';
 import { describeValue, duration } from './timers.js';
 
@@ -45,6 +45,11 @@ import { describeValue, duration } from './timers.js';
 export const ENV_READY_FD = 'TCPSERVER_UPGRADE_READY_FD';
 /** The generation of the new process: 0 for the first one, +1 per upgrade. */
 export const ENV_GENERATION = 'TCPSERVER_UPGRADE_GENERATION';
+/**
+ * The servers (by name, `:`-separated) whose unix socket files the old process removes when it
+ * closes: the new process takes that over once it is ready. A socket systemd made is not listed.
+ */
+export const ENV_SOCKET_FILES = 'TCPSERVER_UPGRADE_SOCKET_FILES';
 
 /** Options of {@link upgrader}. */
 export interface UpgraderOptions {
@@ -88,8 +93,11 @@ export class Upgrader extends EventEmitter {
   readonly #o: Required<Pick<UpgraderOptions, 'readyTimeout'>> & UpgraderOptions;
   readonly #inheritedFds: Map<string, number>;
   readonly #readyFd: number | undefined;
+  /** Servers whose socket files this process takes over from the old one once ready (ENV_SOCKET_FILES). */
+  readonly #socketFiles: ReadonlySet<string>;
   #servers: readonly Server[] = [];
   #state: 'created' | 'listening' | 'ready' | 'replaced' | 'stopped' = 'created';
+  #readyAsked = false;
   #upgrading: Promise<UpgradeReport> | undefined;
   #child: ChildProcess | undefined;
   readonly #onSignal = (): void => {
@@ -125,8 +133,16 @@ export class Upgrader extends EventEmitter {
     const readyFd = env[ENV_READY_FD];
     this.#readyFd = readyFd === undefined ? undefined : Number(readyFd);
     this.generation = Number(env[ENV_GENERATION] ?? 0);
+    this.#socketFiles = new Set(env[ENV_SOCKET_FILES]?.split(':').filter((name) => name !== ''));
     this.inherited = this.#inheritedFds.size > 0;
-    for (const name of ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', ENV_READY_FD, ENV_GENERATION]) {
+    for (const name of [
+      'LISTEN_FDS',
+      'LISTEN_PID',
+      'LISTEN_FDNAMES',
+      ENV_READY_FD,
+      ENV_GENERATION,
+      ENV_SOCKET_FILES,
+    ]) {
       delete env[name];
     }
   }
@@ -182,21 +198,29 @@ export class Upgrader extends EventEmitter {
   /**
    * Says this process serves: writes the PID file, tells the process that started it (which then
    * stops accepting and drains), and from now on upgrades on `signal`. If that process is gone
-   * already, this one goes on serving alone.
+   * already, this one goes on serving alone. If a server is closing already (a signal, or
+   * `close()` while `listen()` bound), it does none of that: it tells that process it is closing
+   * (whose upgrade then fails, and which keeps serving), and resolves.
    */
   async ready(): Promise<void> {
-    if (this.#state !== 'listening')
+    // Once, after listen(): by then the servers may have stopped already ('stopped').
+    if (this.#state === 'created' || this.#readyAsked)
       throw new InvalidOptionError('upgrader.ready() needs listen() first, once');
+    this.#readyAsked = true;
+    if (this.#servers.some((srv) => !srv.isServing)) {
+      // A copy that will not serve must not make its predecessor drain and leave nobody serving.
+      this.#tell('closing');
+      this.#o.logger?.warn(
+        { generation: this.generation, pid: process.pid },
+        'not ready: a server is closing, so this process does not take over',
+      );
+      return;
+    }
     this.#state = 'ready';
     if (this.#o.pidFile !== undefined) await writePidFile(this.#o.pidFile);
-    if (this.#readyFd !== undefined) {
-      try {
-        writeSync(this.#readyFd, `ready ${process.pid}\n`);
-      } catch (error) {
-        this.#o.logger?.warn({ err: error }, 'the process that started this one is gone: serving on alone');
-      }
-      closeSync(this.#readyFd);
-    }
+    this.#tell('ready');
+    // The old process leaves its socket files from now on: removing them is this one's job.
+    for (const srv of this.#servers) if (this.#socketFiles.has(srv.name)) srv[kOwnsSocketFiles] = true;
     if (this.#o.signal) process.on(this.#o.signal, this.#onSignal);
     this.#o.logger?.info(
       { generation: this.generation, pid: process.pid },
@@ -204,11 +228,25 @@ export class Upgrader extends EventEmitter {
     );
   }
 
+  /** Tells the process that started this one (if any) `ready` or `closing`, once, on the ready pipe. */
+  #tell(word: 'ready' | 'closing'): void {
+    const fd = this.#readyFd;
+    if (fd === undefined) return;
+    try {
+      writeSync(fd, `${word} ${process.pid}\n`);
+    } catch (error) {
+      if (word === 'ready')
+        this.#o.logger?.warn({ err: error }, 'the process that started this one is gone: serving on alone');
+    }
+    closeSync(fd);
+  }
+
   /**
    * Starts the new process, hands it the listeners, and resolves once it is ready and this process
    * has begun its graceful shutdown. Rejects with {@link RestartInProgressError} while another
    * upgrade runs, {@link RestartFailedError} when the new process exits or is not ready in time
-   * (it is killed; this process keeps serving), `ServerClosedError` once this process is closing.
+   * (it is killed) or says it is closing (it drains on its own), and this process keeps serving;
+   * `ServerClosedError` once this process is closing.
    */
   upgrade(): Promise<UpgradeReport> {
     let refusal: Error | undefined;
@@ -256,24 +294,31 @@ export class Upgrader extends EventEmitter {
           LISTEN_FDNAMES: this.#servers.map((srv) => srv.name).join(':'),
           [ENV_READY_FD]: String(readyFd),
           [ENV_GENERATION]: String(generation),
+          [ENV_SOCKET_FILES]: this.#servers
+            .filter((srv) => srv[kOwnsSocketFiles])
+            .map((srv) => srv.name)
+            .join(':'),
         },
       },
     );
     this.#child = child;
     const pipe = child.stdio[readyFd] as Readable;
+    let failure: string | undefined;
     try {
-      await this.#awaitReady(child, pipe);
+      // A new process that is closing already drains what it accepted on its own: not killed.
+      if ((await this.#awaitReady(child, pipe)) === 'closing') failure = 'is closing: it will not serve';
     } catch (error) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      pipe.destroy();
-      this.#child = undefined;
-      throw new RestartFailedError(
-        `upgrade to generation ${generation} failed: the new process (pid ${child.pid}) ${(error as Error).message}; this process keeps serving`,
-      );
+      failure = (error as Error).message;
     }
     pipe.destroy();
     child.unref();
     this.#child = undefined;
+    if (failure !== undefined) {
+      throw new RestartFailedError(
+        `upgrade to generation ${generation} failed: the new process (pid ${child.pid}) ${failure}; this process keeps serving`,
+      );
+    }
     const report: UpgradeReport = {
       pid: child.pid!,
       generation,
@@ -287,14 +332,15 @@ export class Upgrader extends EventEmitter {
     this.#state = 'replaced';
     if (this.#o.signal) process.off(this.#o.signal, this.#onSignal);
     for (const srv of this.#servers) {
-      srv[kHandOff]();
+      srv[kOwnsSocketFiles] = false; // the new process serves them now
       const { drainTimeout } = this.#o;
       srv.close(drainTimeout === undefined ? {} : { timeout: drainTimeout }).catch(() => {});
     }
     return report;
   }
 
-  #awaitReady(child: ChildProcess, pipe: Readable): Promise<void> {
+  /** What the new process says on its ready pipe (`ready` or `closing`); rejects if it says neither in time. */
+  #awaitReady(child: ChildProcess, pipe: Readable): Promise<'ready' | 'closing'> {
     return new Promise((resolve, reject) => {
       let text = '';
       const timer = setTimeout(
@@ -303,18 +349,19 @@ export class Upgrader extends EventEmitter {
       );
       const onData = (chunk: Buffer): void => {
         text += chunk.toString('latin1');
-        if (/^ready \d+\n/.test(text)) done(undefined);
+        const said = /^(ready|closing) \d+\n/.exec(text)?.[1];
+        if (said !== undefined) done(said as 'ready' | 'closing');
       };
       const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
         done(new Error(`exited before it was ready (${signal ? `signal ${signal}` : `code ${code}`})`));
       const onError = (error: Error): void => done(new Error(`could not start: ${error.message}`));
-      const done = (error: Error | undefined): void => {
+      const done = (outcome: Error | 'ready' | 'closing'): void => {
         clearTimeout(timer);
         pipe.off('data', onData);
         child.off('exit', onExit);
         child.off('error', onError);
-        if (error) reject(error);
-        else resolve();
+        if (outcome instanceof Error) reject(outcome);
+        else resolve(outcome);
       };
       pipe.on('data', onData);
       pipe.on('error', () => {}); // the child's exit says what happened

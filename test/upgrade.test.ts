@@ -360,6 +360,35 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     await a.proc.line(new RegExp(`^gen 2 pid ${gen2} exit 0$`), 10_000);
   });
 
+  test('a new copy told to stop before it is ready does not take over; the old process keeps serving', {
+    timeout: 30_000,
+  }, async () => {
+    const a = await app({ READY_DELAY_MS: '2000' });
+    a.proc.proc.kill('SIGHUP');
+    const child = Number((await a.proc.line(/^gen 1 pid (\d+) listening$/, 10_000))[1]);
+    strays.add(child);
+    process.kill(child, 'SIGTERM'); // while it waits READY_DELAY_MS to say ready
+    const failed = await a.proc.line(/^upg: (upgrade to generation 1 failed: .*)$/, 10_000);
+    assert.match(
+      failed[1]!,
+      new RegExp(
+        `the new process \\(pid ${child}\\) is closing: it will not serve; this process keeps serving`,
+      ),
+      a.proc.out.text(),
+    );
+    // Not killed: it drains what it accepted and exits on its own.
+    await a.proc.line(new RegExp(`^gen 1 pid ${child} exit 0$`), 10_000);
+    assert.match(a.proc.out.text(), /not ready: a server is closing, so this process does not take over/);
+    assert.equal(a.pid(), a.proc.proc.pid);
+    // Its shutdown left the socket file, which the old process still serves.
+    assert.ok(existsSync(a.unixPath), 'the unix socket file is still there');
+    assert.equal(await askLine(a.port, 'still'), 'still');
+    assert.equal(await askLine(a.unixPath, 'unix'), 'unix');
+    a.proc.proc.kill('SIGTERM');
+    assert.equal((await within(10_000, 'exit', a.proc.exited)).code, 0);
+    assert.equal(existsSync(a.unixPath), false, 'the old process removes its socket file');
+  });
+
   test('SIGTERM during an upgrade kills the new copy and drains; exit 0', { timeout: 30_000 }, async () => {
     const a = await app({ READY_DELAY_MS: '3000' });
     a.proc.proc.kill('SIGHUP');
@@ -418,6 +447,8 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
       await proc.line(/^gen 0 pid \d+ ready$/, 15_000);
       proc.proc.kill('SIGTERM');
       assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
+      // The socket and its file are systemd's (here systemd-socket-activate's): left in place.
+      assert.ok(existsSync(unixPath), 'the socket file made by systemd is left');
     },
   );
 
