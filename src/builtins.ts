@@ -23,3 +23,6 @@ export const httpModule = (): typeof import('node:http') => load('node:http');
 
 /** node:dns/promises, for a host name bound to one address family. */
 export const dnsModule = (): typeof import('node:dns/promises') => load('node:dns/promises');
+
+/** node:cluster, to tell a cluster worker's unix listener (which the primary binds) from a process's own. */
+export const clusterModule = (): typeof import('node:cluster').default => load('node:cluster');

@@ -15,7 +15,7 @@ import {
 } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { ListenSpec } from './address.js';
-import { dnsModule } from './builtins.js';
+import { clusterModule, dnsModule } from './builtins.js';
 import { ListenError, ReusePortUnsupportedError } from './errors.js';
 
 /** A listener to bind: the server object and what to pass to its `listen()`, if anything. */
@@ -27,7 +27,8 @@ export interface PendingListener {
   label: string;
   /**
    * A unix socket path (not abstract): a stale file there is replaced when binding, and the file
-   * is removed when the listener closes (unless the socket was handed to another process).
+   * is removed when the listener closes if its server owns it (docs/architecture.md, "Unix socket
+   * files"; in a cluster worker, node:cluster's primary removes it).
    */
   unixPath: string | undefined;
   /** The socket file this listener serves, once bound: removed on close only if still this one. */
@@ -88,7 +89,15 @@ export async function bindListener(pending: PendingListener): Promise<void> {
   if (pending.reusePort) await checkReusePort();
   const path = pending.unixPath;
   if (path !== undefined && !('fd' in bind)) {
-    await replaceStaleSocket(path, label);
+    if (clusterModule().isWorker) {
+      // node:cluster's primary binds the path once and shares it with every worker (asking for
+      // it by path), and removes the file when the last worker closes it: a temporary name per
+      // worker would give each its own socket, and a live file here may be a sibling's.
+      await replaceStaleSocket(path, label, true);
+      await listenOn(pending, { path });
+      return;
+    }
+    await replaceStaleSocket(path, label, false);
     await bindSocketFile(pending, path);
     return;
   }
@@ -211,9 +220,10 @@ async function trialBind(): Promise<void> {
 
 /**
  * A unix socket file left by a dead process refuses connections: remove it so the bind can
- * succeed. One that accepts belongs to a live server: fail with EADDRINUSE instead of stealing it.
+ * succeed. One that accepts belongs to a live server: fail with EADDRINUSE instead of stealing it,
+ * unless the socket may be `shared` (a cluster worker's), where the bind itself decides.
  */
-async function replaceStaleSocket(path: string, label: string): Promise<void> {
+async function replaceStaleSocket(path: string, label: string, shared: boolean): Promise<void> {
   const stat = await lstat(path).catch(() => undefined);
   if (stat === undefined || !stat.isSocket()) return; // absent, or not ours to remove: bind reports it
   // Only a refused connection proves the file stale. Any other failure (the file vanished, no
@@ -228,7 +238,8 @@ async function replaceStaleSocket(path: string, label: string): Promise<void> {
       resolve(error.code === 'ECONNREFUSED' ? 'stale' : 'unknown'),
     );
   });
-  if (probe === 'unknown') return;
+  // A live socket in a cluster worker may be the primary's, shared: its bind says if it is not.
+  if (probe === 'unknown' || (probe === 'alive' && shared)) return;
   if (probe === 'alive') {
     const error: NodeJS.ErrnoException = new Error('address already in use (a live server owns the socket)');
     error.code = 'EADDRINUSE';

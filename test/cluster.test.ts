@@ -8,7 +8,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import cluster from 'node:cluster';
 import { once } from 'node:events';
+import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import {
   NotSupervisedError,
@@ -159,6 +162,46 @@ describe('supervise() and serveWorker() in real processes', () => {
       .map((l) => JSON.parse(l.slice('sup: crash report '.length)).restartInMs);
     assert.deepEqual(delays, [100, 200, 400]);
     assert.ok(performance.now() - began > 300, 'the replacements waited');
+  });
+
+  test('a unix socket: the workers share one, a stale file is replaced, a rolling restart keeps it, the last close removes it', {
+    timeout: 30_000,
+  }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tcpserver-cluster-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'app.sock');
+    // A socket file left by a dead process: bound, never listening, its owner gone.
+    execFileSync('python3', [
+      '-c',
+      'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])',
+      path,
+    ]);
+    assert.ok(lstatSync(path).isSocket());
+    const { proc } = await app({ WORKERS: '2', NETWORK: 'unix', ADDRESS: path });
+    await proc.line(/^sup: serving /, 15_000);
+    const holders = async (): Promise<Set<string>> => {
+      const seen = new Set<string>();
+      const held: net.Socket[] = [];
+      for (let i = 0; i < 4; i++) {
+        const sock = net.connect(path);
+        held.push(sock);
+        sock.write('hold\n');
+        const [chunk] = (await once(sock, 'data')) as [Buffer];
+        seen.add(chunk.toString().trim());
+      }
+      for (const s of held) s.destroy();
+      return seen;
+    };
+    const before = await holders();
+    assert.equal(before.size, 2, `both workers took connections: ${[...before]}`);
+    proc.proc.kill('SIGHUP');
+    await proc.line(/^sup: restart report /, 15_000);
+    const next = await holders();
+    assert.equal(next.size, 2, `both new workers took connections: ${[...next]}`);
+    assert.equal([...next].filter((h) => before.has(h)).length, 0, 'served by the new workers only');
+    proc.proc.kill('SIGTERM');
+    assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
+    assert.equal(existsSync(path), false, 'the socket file is removed with the last worker');
   });
 
   test('SIGHUP rolls every worker; each new one is ready before its old one stops', {
