@@ -90,20 +90,35 @@ export async function bindListener(pending: PendingListener): Promise<void> {
   const path = pending.unixPath;
   if (path !== undefined && !('fd' in bind)) {
     if (clusterModule().isWorker) {
-      // node:cluster's primary binds the path once and shares it with every worker (asking for
-      // it by path), and removes the file when the last worker closes it: a temporary name per
-      // worker would give each its own socket, and a live file here may be a sibling's.
-      await replaceStaleSocket(path, label, true);
-      await listenOn(pending, { path });
+      await bindSharedPath(pending, path);
       return;
     }
-    await replaceStaleSocket(path, label, false);
+    await replaceStaleSocket(path, label);
     await bindSocketFile(pending, path);
     return;
   }
   await listenOn(pending, bind as ListenOptions);
   // An inherited descriptor for a known path (a socket handed over by the previous process).
   if (path !== undefined) pending.socketFile = await socketFileOf(path);
+}
+
+/**
+ * A cluster worker's unix listener: node:cluster's primary binds the path once and shares it with
+ * every worker that asks for it by path, and removes the file when the last one closes it. So no
+ * temporary name (each worker would get a socket of its own) and no probe up front (the live
+ * socket there may be the primary's, and a probe would be a connection to a sibling): only a
+ * bind the path refuses is checked for a stale file, then tried once more.
+ */
+async function bindSharedPath(pending: PendingListener, path: string): Promise<void> {
+  try {
+    await listenOn(pending, { path });
+  } catch (error) {
+    if ((error as ListenError).code !== 'EADDRINUSE') throw error;
+    // A live socket there now may be the primary's, bound meanwhile for a sibling: the bind below
+    // shares it. Only a foreign one makes it fail again.
+    await replaceStaleSocket(path, pending.label, true);
+    await listenOn(pending, { path });
+  }
 }
 
 /**
@@ -220,10 +235,10 @@ async function trialBind(): Promise<void> {
 
 /**
  * A unix socket file left by a dead process refuses connections: remove it so the bind can
- * succeed. One that accepts belongs to a live server: fail with EADDRINUSE instead of stealing it,
- * unless the socket may be `shared` (a cluster worker's), where the bind itself decides.
+ * succeed. One that accepts belongs to a live server: fail with EADDRINUSE instead of stealing it
+ * (unless `mayBeShared`: then the bind decides).
  */
-async function replaceStaleSocket(path: string, label: string, shared: boolean): Promise<void> {
+async function replaceStaleSocket(path: string, label: string, mayBeShared = false): Promise<void> {
   const stat = await lstat(path).catch(() => undefined);
   if (stat === undefined || !stat.isSocket()) return; // absent, or not ours to remove: bind reports it
   // Only a refused connection proves the file stale. Any other failure (the file vanished, no
@@ -238,17 +253,25 @@ async function replaceStaleSocket(path: string, label: string, shared: boolean):
       resolve(error.code === 'ECONNREFUSED' ? 'stale' : 'unknown'),
     );
   });
-  // A live socket in a cluster worker may be the primary's, shared: its bind says if it is not.
-  if (probe === 'unknown' || (probe === 'alive' && shared)) return;
+  if (probe === 'unknown' || (probe === 'alive' && mayBeShared)) return;
   if (probe === 'alive') {
     const error: NodeJS.ErrnoException = new Error('address already in use (a live server owns the socket)');
     error.code = 'EADDRINUSE';
     error.syscall = 'listen';
     throw new ListenError(label, error);
   }
-  // Another process may have replaced the stale file with its own live socket while we probed:
-  // remove the file only if it is still the one that refused us.
-  const now = await lstat(path).catch(() => undefined);
-  if (now === undefined || now.ino !== stat.ino || now.dev !== stat.dev) return;
-  await unlink(path).catch(() => undefined);
+  // Another process (or, in a cluster, the primary for a sibling worker) may have replaced the
+  // stale file with a live socket since the probe, even between a check and an unlink: so the
+  // file there is moved aside first, then removed only if it is the one that refused us, and
+  // put back otherwise (nothing else binds the path while a live socket holds it).
+  const aside = `${path}.${process.pid.toString(36)}.stale`;
+  try {
+    await rename(path, aside);
+  } catch {
+    return; // gone already: another process removed it
+  }
+  const moved = await lstat(aside).catch(() => undefined);
+  if (moved !== undefined && moved.ino === stat.ino && moved.dev === stat.dev)
+    await unlink(aside).catch(() => {});
+  else await rename(aside, path).catch(() => {});
 }

@@ -165,7 +165,7 @@ describe('supervise() and serveWorker() in real processes', () => {
   });
 
   test('a unix socket: the workers share one, a stale file is replaced, a rolling restart keeps it, the last close removes it', {
-    timeout: 30_000,
+    timeout: 60_000,
   }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'tcpserver-cluster-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -193,12 +193,16 @@ describe('supervise() and serveWorker() in real processes', () => {
       return seen;
     };
     const before = await holders();
-    assert.equal(before.size, 2, `both workers took connections: ${[...before]}`);
+    assert.equal(before.size, 2, `both workers took connections: ${[...before]}\n${proc.out.text()}`);
     proc.proc.kill('SIGHUP');
     await proc.line(/^sup: restart report /, 15_000);
     const next = await holders();
-    assert.equal(next.size, 2, `both new workers took connections: ${[...next]}`);
-    assert.equal([...next].filter((h) => before.has(h)).length, 0, 'served by the new workers only');
+    assert.equal(next.size, 2, `both new workers took connections: ${[...next]}\n${proc.out.text()}`);
+    assert.equal(
+      [...next].filter((h) => before.has(h)).length,
+      0,
+      `served by the new workers only\n${proc.out.text()}`,
+    );
     proc.proc.kill('SIGTERM');
     assert.equal((await within(10_000, 'exit', proc.exited)).code, 0, proc.out.text());
     assert.equal(existsSync(path), false, 'the socket file is removed with the last worker');
