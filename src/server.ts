@@ -154,7 +154,6 @@ export class Server extends EventEmitter implements ConnOwner {
   #listeners: PendingListener[] = [];
   /** An inherited descriptor to serve instead of binding `address` (an upgrade's new process). */
   #adoptFd: number | undefined;
-  /** The listeners were handed to another process: closing them must not remove their socket files. */
   /** Closing removes the socket files of unix listeners ({@link kOwnsSocketFiles}). */
   #ownsSocketFiles = true;
   #bound: BoundAddress[] = [];

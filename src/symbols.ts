@@ -45,7 +45,7 @@ export const kAdoptFd = Symbol('tcpserver.adoptFd');
 export const kListeners = Symbol('tcpserver.listeners');
 /**
  * `Server`: whether closing its listeners removes their unix socket files (true for a file it
- * bound; an upgrade passes it on with the listener, see docs/architecture.md, "Binding").
+ * bound; an upgrade passes it on with the listener, see docs/architecture.md, "Unix socket files").
  */
 export const kOwnsSocketFiles = Symbol('tcpserver.ownsSocketFiles');
 /** `Conn`: true while the peer has sent nothing yet. */
