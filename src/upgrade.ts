@@ -218,9 +218,11 @@ export class Upgrader extends EventEmitter {
     }
     this.#state = 'ready';
     if (this.#o.pidFile !== undefined) await writePidFile(this.#o.pidFile);
-    this.#tell('ready');
-    // The old process leaves its socket files from now on: removing them is this one's job.
-    for (const srv of this.#servers) if (this.#socketFiles.has(srv.name)) srv[kOwnsSocketFiles] = true;
+    // The old process leaves the socket files of the servers named here: removing them is this
+    // one's job from now on. A socket file of a server this copy no longer has stays the old one's.
+    const takes = this.#servers.filter((srv) => this.#socketFiles.has(srv.name));
+    this.#tell('ready', takes);
+    for (const srv of takes) srv[kOwnsSocketFiles] = true;
     if (this.#o.signal) process.on(this.#o.signal, this.#onSignal);
     this.#o.logger?.info(
       { generation: this.generation, pid: process.pid },
@@ -228,12 +230,17 @@ export class Upgrader extends EventEmitter {
     );
   }
 
-  /** Tells the process that started this one (if any) `ready` or `closing`, once, on the ready pipe. */
-  #tell(word: 'ready' | 'closing'): void {
+  /**
+   * Tells the process that started this one (if any) `ready` or `closing`, once, on the ready pipe:
+   * one line, `ready <pid> <names>` with the JSON list of the servers whose socket files this one
+   * takes over, or `closing <pid>`.
+   */
+  #tell(word: 'ready' | 'closing', takes: readonly Server[] = []): void {
     const fd = this.#readyFd;
     if (fd === undefined) return;
+    const names = word === 'ready' ? ` ${JSON.stringify(takes.map((srv) => srv.name))}` : '';
     try {
-      writeSync(fd, `${word} ${process.pid}\n`);
+      writeSync(fd, `${word} ${process.pid}${names}\n`);
     } catch (error) {
       if (word === 'ready')
         this.#o.logger?.warn({ err: error }, 'the process that started this one is gone: serving on alone');
@@ -304,9 +311,12 @@ export class Upgrader extends EventEmitter {
     this.#child = child;
     const pipe = child.stdio[readyFd] as Readable;
     let failure: string | undefined;
+    let takes: ReadonlySet<string> | undefined;
     try {
+      const said = await this.#awaitReady(child, pipe);
       // A new process that is closing already drains what it accepted on its own: not killed.
-      if ((await this.#awaitReady(child, pipe)) === 'closing') failure = 'is closing: it will not serve';
+      if (said === 'closing') failure = 'is closing: it will not serve';
+      else takes = said;
     } catch (error) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       failure = (error as Error).message;
@@ -332,30 +342,53 @@ export class Upgrader extends EventEmitter {
     this.#state = 'replaced';
     if (this.#o.signal) process.off(this.#o.signal, this.#onSignal);
     for (const srv of this.#servers) {
-      srv[kOwnsSocketFiles] = false; // the new process serves them now
+      if (takes === undefined || takes.has(srv.name))
+        srv[kOwnsSocketFiles] = false; // the new process's now
+      else if (srv[kOwnsSocketFiles]) {
+        this.#o.logger?.info(
+          { name: srv.name },
+          `generation ${generation} has no server ${srv.name}: this process removes its socket file when it closes`,
+        );
+      }
       const { drainTimeout } = this.#o;
       srv.close(drainTimeout === undefined ? {} : { timeout: drainTimeout }).catch(() => {});
     }
     return report;
   }
 
-  /** What the new process says on its ready pipe (`ready` or `closing`); rejects if it says neither in time. */
-  #awaitReady(child: ChildProcess, pipe: Readable): Promise<'ready' | 'closing'> {
+  /**
+   * What the new process says on its ready pipe: `closing`, or (ready) the names of the servers
+   * whose socket files it takes over, `undefined` for all when it does not list them. Rejects if it
+   * says neither in time.
+   */
+  #awaitReady(child: ChildProcess, pipe: Readable): Promise<'closing' | ReadonlySet<string> | undefined> {
     return new Promise((resolve, reject) => {
       let text = '';
+      pipe.setEncoding('utf8');
       const timer = setTimeout(
         () => done(new Error(`was not ready within readyTimeout (${this.#o.readyTimeout} ms): killed`)),
         this.#o.readyTimeout,
       );
-      const onData = (chunk: Buffer): void => {
-        text += chunk.toString('latin1');
-        const said = /^(ready|closing) \d+\n/.exec(text)?.[1];
-        if (said !== undefined) done(said as 'ready' | 'closing');
+      const onData = (chunk: string): void => {
+        text += chunk;
+        const said = /^(ready|closing) \d+(?: (.*))?\n/.exec(text);
+        if (said === null) return;
+        if (said[1] === 'closing') {
+          done('closing');
+          return;
+        }
+        // Unreadable or absent, the list counts as all: a socket file left behind is a lesser harm
+        // than one removed under the new process.
+        let names: unknown;
+        try {
+          names = JSON.parse(said[2] ?? 'null');
+        } catch {}
+        done(Array.isArray(names) ? new Set(names.map(String)) : undefined);
       };
       const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
         done(new Error(`exited before it was ready (${signal ? `signal ${signal}` : `code ${code}`})`));
       const onError = (error: Error): void => done(new Error(`could not start: ${error.message}`));
-      const done = (outcome: Error | 'ready' | 'closing'): void => {
+      const done = (outcome: Error | 'closing' | ReadonlySet<string> | undefined): void => {
         clearTimeout(timer);
         pipe.off('data', onData);
         child.off('exit', onExit);

@@ -389,6 +389,31 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     assert.equal(existsSync(a.unixPath), false, 'the old process removes its socket file');
   });
 
+  test('a new copy without the unix server: the old process removes that socket file when it has drained', {
+    timeout: 30_000,
+  }, async () => {
+    const a = await app({ NO_UNIX_FROM_GENERATION: '1' });
+    const gen0 = a.proc.proc.pid!;
+    const sock = net.connect(a.unixPath);
+    sock.on('error', () => {});
+    sock.write('hold\n');
+    const [held] = (await once(sock, 'data')) as [Buffer];
+    assert.equal(held.toString(), `held by ${gen0}\n`);
+    a.proc.proc.kill('SIGHUP');
+    const gen1 = Number((await a.proc.line(/^gen 1 pid (\d+) ready$/, 10_000))[1]);
+    strays.add(gen1);
+    assert.match(a.proc.out.text(), /no server is named unix: closing the listener handed over/);
+    await a.proc.line(/^upg: generation 1 has no server unix: this process removes its socket file/, 10_000);
+    // Draining its busy unix connection, generation 0 keeps the file until its shutdown's step 1
+    // (stop accepting) has run, then removes it: nobody serves that path any more.
+    await waitFor('the socket file to be removed', 10_000, () => !existsSync(a.unixPath));
+    sock.destroy();
+    await a.proc.line(new RegExp(`^gen 0 pid ${gen0} exit 0$`), 10_000);
+    assert.equal(await askLine(a.port, 'tcp'), 'tcp', 'generation 1 serves the TCP listener');
+    process.kill(gen1, 'SIGTERM');
+    await a.proc.line(new RegExp(`^gen 1 pid ${gen1} exit 0$`), 10_000);
+  });
+
   test('SIGTERM during an upgrade kills the new copy and drains; exit 0', { timeout: 30_000 }, async () => {
     const a = await app({ READY_DELAY_MS: '3000' });
     a.proc.proc.kill('SIGHUP');
