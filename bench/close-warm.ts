@@ -32,8 +32,10 @@ import {
   LOAD_CPU,
   nodeArgv,
   PINNED,
+  SEMI_SPACE_MIB,
   SERVER_CPU,
   spawnPinned,
+  youngGenFlags,
 } from './lib/proc.js';
 import { median } from './lib/stats.js';
 import { PAST_FIRST_REQUEST_GRACE_MS } from './workloads/scale.js';
@@ -92,7 +94,7 @@ function countTrace(jit: Jit, line: string): void {
 
 /** One child of `side`: each round's CPU per closed connection (and, with `jit`, V8's work). */
 async function measure(side: Side, conns: number, rounds: number, jit: boolean): Promise<Round[]> {
-  const flags = ['--expose-gc', ...(jit ? ['--trace-opt', '--trace-deopt'] : [])];
+  const flags = ['--expose-gc', ...youngGenFlags(SEMI_SPACE_MIB), ...(jit ? ['--trace-opt', '--trace-deopt'] : [])];
   const proc = spawnPinned({
     argv: [
       ...nodeArgv('bench/lib/close-warm-child.ts', flags),

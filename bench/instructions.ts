@@ -26,7 +26,7 @@
  * Run: `npx tsx bench/instructions.ts [--servers raw,service] [--workload requests|close|churn]
  * [--test ping_mbulk] [--pipeline 16] [--warmup 60 (close: 5)] [--seconds 30]
  * [--conns 10000 (churn: 3000)] [--warmup-conns 5000]
- * [--hash-seed 7] [--top 25] [--cache-sim] [--keep]` (`--keep` leaves the dumps and perf maps). Needs
+ * [--hash-seed 7] [--semi-space 2 (MiB, as npm run bench; 0: V8's growth)] [--top 25] [--cache-sim] [--keep]` (`--keep` leaves the dumps and perf maps). Needs
  * `valgrind`, and `redis-benchmark` for requests.
  *
  * @module
@@ -57,9 +57,11 @@ import {
   nodeArgv,
   ROOT,
   runToEnd,
+  SEMI_SPACE_MIB,
   SERVER_CPU,
   ServerChild,
   spawnPinned,
+  youngGenFlags,
 } from './lib/proc.js';
 import type { ChurnResult } from './workloads/churn.js';
 import { benchSpec } from './workloads/resp.js';
@@ -92,6 +94,7 @@ interface Options {
   conns: number;
   warmupConns: number;
   hashSeed: number;
+  semiSpace: number;
   dir: string;
   keep: boolean;
   cacheSim: boolean;
@@ -103,6 +106,7 @@ function startUnderCallgrind(server: string, opts: Options): Promise<ServerChild
     '--expose-gc',
     '--perf-basic-prof',
     `--hash-seed=${opts.hashSeed}`,
+    ...youngGenFlags(opts.semiSpace),
   ]);
   const argv = [
     'valgrind',
@@ -258,6 +262,7 @@ async function main(): Promise<void> {
     conns: num(args, 'conns', workload === 'churn' ? 3_000 : 10_000),
     warmupConns: num(args, 'warmup-conns', 5_000),
     hashSeed: num(args, 'hash-seed', 7),
+    semiSpace: num(args, 'semi-space', SEMI_SPACE_MIB),
     dir: mkdtempSync(path.join(tmpdir(), 'tcpserver-instructions-')),
     keep: args.has('keep'),
     cacheSim: args.has('cache-sim'),

@@ -10,7 +10,8 @@
  * `--only paired,resp,echo,churn,scale,drain,cluster`, `--profile` (V8 CPU
  * profiles of the server children into bench/results/profiles/), `--aa` (A/A calibration:
  * baseline vs baseline),
- * `--match 'GET -P 16'` (only the RESP configurations, or the paired workload's idle figures with
+ * `--semi-space N` (MiB per semi-space of every Node server's young generation, default 2; 0 leaves
+ * V8's own growth: see bench/README.md, "Fairness"), `--match 'GET -P 16'` (only the RESP configurations, or the paired workload's idle figures with
  * `--match idle`, whose label contains the text), `--servers service,raw` (only these servers in the
  * paired workload), `--against
  * <rev>` (the framework built from another commit runs beside this one: see lib/against.ts).
@@ -35,6 +36,7 @@ import {
   LOAD_CPU,
   PINNED,
   ROOT,
+  SEMI_SPACE_MIB,
   SERVER_CPU,
 } from './lib/proc.js';
 import { type FigureResult, ModeResults, Results, renderModeTable, renderTable } from './lib/results.js';
@@ -100,6 +102,7 @@ async function main(): Promise<number> {
   cfg.aa = args.has('aa');
   cfg.match = args.get('match') ?? '';
   cfg.servers = args.get('servers')?.split(',') ?? [];
+  cfg.semiSpace = num(args, 'semi-space', SEMI_SPACE_MIB);
   const againstRev = args.get('against');
   if (againstRev !== undefined) cfg.against = buildAgainst(againstRev);
   const only = new Set((args.get('only') ?? WORKLOADS.join(',')).split(',') as Workload[]);
@@ -132,7 +135,10 @@ async function main(): Promise<number> {
   );
   console.log(`node ${meta.node} (V8 ${meta.v8}), ${meta.cpu}, ${meta.kernel}, CLK_TCK ${CLK_TCK}`);
   console.log(`${meta.redisBenchmark}; ${meta.redisServer}`);
-  console.log(`${meta.pinning}\n`);
+  console.log(`${meta.pinning}`);
+  console.log(
+    `young generation: ${cfg.semiSpace > 0 ? `${cfg.semiSpace} MiB per semi-space in every Node server` : "V8's own growth (--semi-space 0)"}\n`,
+  );
 
   buildChildren();
   const results = new Results();

@@ -6,7 +6,7 @@
 
 import { againstScript } from './against.js';
 import type { PairedResults } from './paired.js';
-import { nodeArgv, SERVER_CPU, type SpawnSpec } from './proc.js';
+import { nodeArgv, SEMI_SPACE_MIB, SERVER_CPU, type SpawnSpec, youngGenFlags } from './proc.js';
 import type { ModeResults, Results } from './results.js';
 
 /** Every size and count the workloads use, so a run is bounded by construction. */
@@ -22,6 +22,8 @@ export interface BenchConfig {
   match: string;
   /** `--servers`: the paired workload's servers to run (e.g. `service,raw`); all when empty. */
   servers: string[];
+  /** `--semi-space`: MiB per semi-space of every Node server's young generation; 0 leaves V8's growth. */
+  semiSpace: number;
   /** `--against`: the short hash of another commit whose framework runs beside this one; '' when not. */
   against: string;
   resp: { clients: number; pipeline: number; nPlain: number; nPipelined: number; warmupN: number };
@@ -71,6 +73,7 @@ export function fullConfig(runs = 5, rounds = 30, roundsPerProcess = 5): BenchCo
     aa: false,
     match: '',
     servers: [],
+    semiSpace: SEMI_SPACE_MIB,
     against: '',
     resp: { clients: 50, pipeline: 16, nPlain: 300_000, nPipelined: 2_000_000, warmupN: 100_000 },
     echo: { conns: 64, size: 64 * 1024, seconds: 5, warmupSeconds: 2 },
@@ -108,6 +111,7 @@ export function quickConfig(): BenchConfig {
     aa: false,
     match: '',
     servers: [],
+    semiSpace: SEMI_SPACE_MIB,
     against: '',
     resp: { clients: 50, pipeline: 16, nPlain: 2_000, nPipelined: 10_000, warmupN: 0 },
     echo: { conns: 8, size: 64 * 1024, seconds: 0.3, warmupSeconds: 0 },
@@ -155,7 +159,7 @@ export function serverSpec(
   opts: { raiseNofile?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): SpawnSpec {
   // --expose-gc lets the scale workload collect before reading RSS; it costs nothing otherwise.
-  const flags = ['--expose-gc'];
+  const flags = ['--expose-gc', ...youngGenFlags(cfg.semiSpace)];
   // One directory per server: the loader-hooks thread writes a profile of its own (thread id != 0).
   if (cfg.profile) flags.push('--cpu-prof', `--cpu-prof-dir=bench/results/profiles/${tag}`);
   return { argv: nodeArgv(script, flags), cpu: SERVER_CPU, raiseNofile: opts.raiseNofile, env: opts.env };
