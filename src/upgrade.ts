@@ -232,15 +232,16 @@ export class Upgrader extends EventEmitter {
 
   /**
    * Tells the process that started this one (if any) `ready` or `closing`, once, on the ready pipe:
-   * one line, `ready <pid> <names>` with the JSON list of the servers whose socket files this one
-   * takes over, or `closing <pid>`.
+   * `closing <pid>`, or `ready <pid>` and a line `takes <names>`, the JSON list of the servers whose
+   * socket files this one takes over. One write, so both lines arrive together, and a parent that
+   * reads only the first line still understands it.
    */
   #tell(word: 'ready' | 'closing', takes: readonly Server[] = []): void {
     const fd = this.#readyFd;
     if (fd === undefined) return;
-    const names = word === 'ready' ? ` ${JSON.stringify(takes.map((srv) => srv.name))}` : '';
+    const names = word === 'ready' ? `takes ${JSON.stringify(takes.map((srv) => srv.name))}\n` : '';
     try {
-      writeSync(fd, `${word} ${process.pid}${names}\n`);
+      writeSync(fd, `${word} ${process.pid}\n${names}`);
     } catch (error) {
       if (word === 'ready')
         this.#o.logger?.warn({ err: error }, 'the process that started this one is gone: serving on alone');
@@ -371,14 +372,14 @@ export class Upgrader extends EventEmitter {
       );
       const onData = (chunk: string): void => {
         text += chunk;
-        const said = /^(ready|closing) \d+(?: (.*))?\n/.exec(text);
+        const said = /^(ready|closing) \d+\n(?:takes (.*)\n)?/.exec(text);
         if (said === null) return;
         if (said[1] === 'closing') {
           done('closing');
           return;
         }
-        // Unreadable or absent, the list counts as all: a socket file left behind is a lesser harm
-        // than one removed under the new process.
+        // Unreadable or absent (a copy that does not list them), the list counts as all: a socket
+        // file left behind is a lesser harm than one removed under the new process.
         let names: unknown;
         try {
           names = JSON.parse(said[2] ?? 'null');
