@@ -94,7 +94,11 @@ function countTrace(jit: Jit, line: string): void {
 
 /** One child of `side`: each round's CPU per closed connection (and, with `jit`, V8's work). */
 async function measure(side: Side, conns: number, rounds: number, jit: boolean): Promise<Round[]> {
-  const flags = ['--expose-gc', ...youngGenFlags(SEMI_SPACE_MIB), ...(jit ? ['--trace-opt', '--trace-deopt'] : [])];
+  const flags = [
+    '--expose-gc',
+    ...youngGenFlags(SEMI_SPACE_MIB),
+    ...(jit ? ['--trace-opt', '--trace-deopt'] : []),
+  ];
   const proc = spawnPinned({
     argv: [
       ...nodeArgv('bench/lib/close-warm-child.ts', flags),
