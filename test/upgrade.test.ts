@@ -389,7 +389,7 @@ describe('upgrade: listeners handed to a new copy of the process', () => {
     assert.equal(existsSync(a.unixPath), false, 'the old process removes its socket file');
   });
 
-  test('a new copy without the unix server: the old process removes that socket file when it has drained', {
+  test('a new copy without the unix server: the old process removes that socket file as it stops accepting', {
     timeout: 30_000,
   }, async () => {
     const a = await app({ NO_UNIX_FROM_GENERATION: '1' });

@@ -107,7 +107,6 @@ export function compile(project: string): void {
   }
 }
 
-/** The node binary, flags, and the compiled form of a bench script (`bench/x.ts` → `BUILD_DIR/bench/x.js`). */
 /**
  * The young generation's size every Node server of the bench runs with, in MiB per semi-space:
  * V8 grows it with the survivors a process has accumulated since its start, so two fresh
@@ -121,6 +120,7 @@ export function youngGenFlags(mib: number): string[] {
   return mib > 0 ? [`--min-semi-space-size=${mib}`, `--max-semi-space-size=${mib}`] : [];
 }
 
+/** The node binary, flags, and the compiled form of a bench script (`bench/x.ts` → `BUILD_DIR/bench/x.js`). */
 export function nodeArgv(script: string, extraFlags: string[] = []): string[] {
   // A `.js` path is compiled already (a server built from another commit: see against.ts).
   const compiled = script.endsWith('.js') ? script : `${BUILD_DIR}/${script.replace(/\.ts$/, '.js')}`;
