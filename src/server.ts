@@ -554,6 +554,9 @@ export class Server extends EventEmitter implements ConnOwner {
         if (this.#ownsSocketFiles) releaseSocketFile(listener);
       }
       this.#listeners = [];
+      // Empty with today's listeners: of those that can fail after an earlier one listens (a
+      // systemd set of descriptors), none waits on I/O first, so no connection is accepted in
+      // between. Kept so that a listener that does wait can never leave a held peer hanging.
       for (const socket of early) this.#reject(socket, 'closing');
       this.#failServing(error as Error);
       if (this.#phase === 'created') this.#stop({ graceful: 0, forced: 0, durationMs: 0 });

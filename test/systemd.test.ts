@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import { createServer, TcpServerError } from '../src/index.js';
@@ -112,10 +113,15 @@ async function listeningSocket(): Promise<{ server: net.Server; fd: number; port
 }
 
 /** Starts the fixture the way systemd does: fd 3 = the socket, `exec` so LISTEN_PID is node's pid. */
-function activate(fd: number, env: NodeJS.ProcessEnv, wrapper = 'LISTEN_PID=$$ exec "$0" "$@"'): Child {
+function activate(
+  fds: number | number[],
+  env: NodeJS.ProcessEnv,
+  wrapper = 'LISTEN_PID=$$ exec "$0" "$@"',
+): Child {
+  const passed = typeof fds === 'number' ? [fds] : fds;
   return new Child('sh', ['-c', wrapper, process.execPath, '--import', 'tsx', FIXTURE], {
-    stdio: ['ignore', 'pipe', 'pipe', fd],
-    env: { ...process.env, LISTEN_FDS: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe', ...passed],
+    env: { ...process.env, LISTEN_FDS: String(passed.length), ...env },
   });
 }
 
@@ -155,6 +161,36 @@ describe('socket activation of a real child process', () => {
     assert.equal(failed.code, 'ERR_SYSTEMD_ACTIVATION');
     assert.match(failed.message as string, /is not this process/);
     assert.equal((await child.exited).code, 3);
+  });
+
+  it('a set whose second descriptor cannot listen: listen() fails, the peers queued on the first are closed, the process exits', async (t) => {
+    const { server, fd, port } = await listeningSocket();
+    // fd 4 is a file, not a socket: node:net refuses to listen on it, after fd 3 already listens.
+    const notASocket = openSync('/dev/null', 'r');
+    const child = activate([fd, notASocket], {});
+    server.close();
+    closeSync(notASocket);
+    t.after(() => child.cleanup());
+    // Queued in the backlog of fd 3 before the child starts (its first listener).
+    const peers = await Promise.all(Array.from({ length: 3 }, () => connect(port)));
+    t.after(() => {
+      for (const peer of peers) peer.destroy();
+    });
+    const closed = peers.map((peer) => {
+      peer.write('anyone there?\n');
+      return collect(peer).then(
+        (received) => received.length,
+        (error: NodeJS.ErrnoException) => error.code,
+      );
+    });
+    const failed = await child.waitFor('fixture failed');
+    assert.equal(failed.name, 'ListenError');
+    assert.match(failed.message as string, /^cannot listen on fd 4: /);
+    assert.equal((await child.exited).code, 3, child.output);
+    // None answered, none left waiting: each saw the end of its connection (a reset, with the
+    // listener gone, or the server's own close).
+    for (const outcome of await Promise.all(closed))
+      assert.ok([0, 'ECONNRESET'].includes(outcome!), `${outcome}`);
   });
 
   it('works under systemd-socket-activate, started by the first connection', {
