@@ -16,7 +16,8 @@
  * code whose assumptions about a field broke (a field's type or constness changed). The
  * tracing costs CPU of its own: compare those rounds' CPU only with each other.
  *
- * Run: `npx tsx bench/close-warm.ts [--conns 10000] [--rounds 3] [--pairs 5] [--jit]`.
+ * Run: `npx tsx bench/close-warm.ts [--conns 10000] [--rounds 3] [--pairs 5] [--jit]
+ * [--semi-space 2 (MiB, as npm run bench; 0: V8's growth)]`.
  *
  * @module
  */
@@ -93,10 +94,16 @@ function countTrace(jit: Jit, line: string): void {
 }
 
 /** One child of `side`: each round's CPU per closed connection (and, with `jit`, V8's work). */
-async function measure(side: Side, conns: number, rounds: number, jit: boolean): Promise<Round[]> {
+async function measure(
+  side: Side,
+  conns: number,
+  rounds: number,
+  jit: boolean,
+  semiSpace: number,
+): Promise<Round[]> {
   const flags = [
     '--expose-gc',
-    ...youngGenFlags(SEMI_SPACE_MIB),
+    ...youngGenFlags(semiSpace),
     ...(jit ? ['--trace-opt', '--trace-deopt'] : []),
   ];
   const proc = spawnPinned({
@@ -147,12 +154,17 @@ if (PINNED) execFileSync('taskset', ['-p', '-c', LOAD_CPU, String(process.pid)],
 buildChildren();
 const pairs = num(args, 'pairs', 5);
 const jit = args.has('jit');
+const semiSpace = num(args, 'semi-space', SEMI_SPACE_MIB);
 const by: Record<Side, Round[][]> = { service: [], raw: [] };
 for (let pair = 0; pair < pairs; pair++) {
   const order: Side[] = pair % 2 === 0 ? ['service', 'raw'] : ['raw', 'service'];
-  for (const side of order) by[side].push(await measure(side, conns, rounds, jit));
+  for (const side of order) by[side].push(await measure(side, conns, rounds, jit, semiSpace));
 }
-console.log(`CPU per closed connection (µs), ${conns} idle connections, ${pairs} pairs of processes`);
+const young =
+  semiSpace > 0 ? `young generation ${semiSpace} MiB per semi-space` : "V8's own young generation";
+console.log(
+  `CPU per closed connection (µs), ${conns} idle connections, ${pairs} pairs of processes, ${young}`,
+);
 const cells = (xs: number[], digits: number) => xs.map((x) => x.toFixed(digits)).join(' ');
 for (let r = 0; r < rounds; r++) {
   const s = by.service.map((x) => x[r]!.micros);
